@@ -1,0 +1,3 @@
+from stmgt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""Datasets: the :class:`Panel` contract, windows and batches, the synthetic city, loaders."""
+
+from stmgt.data.panel import Panel
+from stmgt.data.windows import Batch, PanelData, Scaler, chronological_splits, window_starts
+
+__all__ = ["Panel", "PanelData", "Batch", "Scaler", "chronological_splits", "window_starts"]
