@@ -1,0 +1,55 @@
+"""What every forecasting model in stmgt is: an ``nn.Module`` from a :class:`Batch` to a distribution.
+
+A model works in *scaled* units (the training split's standardisation of the target); the
+training and evaluation code un-scales the returned :class:`GaussianMixture` exactly with
+:meth:`GaussianMixture.affine`. Nothing in a model knows about files, the CLI, scaling or
+devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from stmgt.data.windows import Batch
+from stmgt.distributions.mixture import GaussianMixture
+
+
+@dataclass
+class DataInfo:
+    """What a model needs to know about the data to be built.
+
+    Attributes:
+        num_nodes: ``N``.
+        in_channels: reading channels ``C`` (channel 0 is the target).
+        weather_dim: covariates per step ``W`` (0: none).
+        history: input steps ``T``.
+        horizon: forecast steps ``H``.
+        steps_per_day: time steps in a day (288 for 5-minute data).
+    """
+
+    num_nodes: int
+    in_channels: int = 1
+    weather_dim: int = 0
+    history: int = 12
+    horizon: int = 12
+    steps_per_day: int = 288
+
+
+class ForecastModel(nn.Module):
+    """Base class: ``forward(batch, edge_index) -> GaussianMixture`` over ``[B, H, N]`` (scaled units).
+
+    Class attributes:
+        trainable: False for models fitted by statistics alone (they implement :meth:`fit`).
+        name: registry name.
+    """
+
+    trainable: bool = True
+    name: str = "model"
+
+    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:  # pragma: no cover
+        raise NotImplementedError
+
+    def fit(self, data) -> None:
+        """Fit from a :class:`~stmgt.data.windows.PanelData` without gradients (statistical models)."""

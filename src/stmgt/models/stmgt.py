@@ -1,0 +1,96 @@
+"""STMGT: Spatio-Temporal Multi-modal Graph Transformer with a Gaussian-mixture output.
+
+From the design document ``seeds/stmgt_model_development.md`` with the departures in
+``SPEC_NOTES.md``: input embedding; ``blocks`` x (GATv2 over nodes || Transformer over time,
+gated); a learned projection from history to horizon steps; weather cross-attention over
+weather tokens; a K-component Gaussian-mixture head.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from stmgt.config import ModelConfig
+from stmgt.data.windows import Batch
+from stmgt.distributions.mixture import GaussianMixture
+from stmgt.models.base import DataInfo, ForecastModel
+from stmgt.nn.embedding import InputEmbedding
+from stmgt.nn.horizon import HorizonProjection
+from stmgt.nn.mixture_head import GaussianMixtureHead
+from stmgt.nn.st_block import STBlock
+from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
+
+
+class ForecastDecoder(nn.Module):
+    """What STMGT and STMamba share after their blocks: horizon projection, weather, mixture head.
+
+    ``weather="document"`` applies the design document's block on the history steps before the
+    projection (as the document does); ``"cross"`` applies our cross-attention on the horizon
+    steps, over the history's weather tokens (and the horizon's with ``weather_forecast``).
+
+    Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
+    """
+
+    def __init__(self, cfg: ModelConfig, info: DataInfo):
+        super().__init__()
+        self.history, self.weather_forecast = info.history, cfg.weather_forecast
+        mode = cfg.weather if info.weather_dim > 0 else "none"
+        self.weather_mode = mode
+        self.weather_pre = (DocumentWeatherAttention(cfg.hidden, info.weather_dim, cfg.heads, cfg.dropout)
+                            if mode == "document" else None)
+        self.weather = (WeatherCrossAttention(cfg.hidden, info.weather_dim, cfg.heads, cfg.dropout)
+                        if mode == "cross" else None)
+        self.projection = HorizonProjection(info.history, info.horizon)
+        self.head = GaussianMixtureHead(cfg.hidden, cfg.mixtures, cfg.min_std)
+
+    def forward(self, h: Tensor, batch: Batch) -> GaussianMixture:
+        T = self.history
+        if self.weather_pre is not None:
+            h = self.weather_pre(h, batch.weather[:, :T])
+        h = self.projection(h)  # [B, H, N, D]
+        if self.weather is not None:
+            w = batch.weather if self.weather_forecast else batch.weather[:, :T]  # [B, L, W]
+            h = self.weather(h, w)
+        return self.head(h)
+
+
+class STMGT(ForecastModel):
+    """STMGT (design document section 9): see the module docstring.
+
+    Args:
+        cfg: :class:`~stmgt.config.ModelConfig` (hidden 96, blocks 3, heads 4, mixtures 5,
+            dropout 0.2, drop_edge 0.05, weather "cross", calendar on by default).
+        info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
+
+    Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch
+    shape ``[B, H, N]`` in scaled units. With ``keep_details = True`` the gate values of each
+    block (``[B, T, N, D]``) and the spatial attention (``(edge_index_with_loops, alpha [B*T, E', heads])``)
+    of the last forward are kept in ``details``.
+    """
+
+    name = "stmgt"
+
+    def __init__(self, cfg: ModelConfig, info: DataInfo):
+        super().__init__()
+        self.cfg, self.info = cfg, info
+        self.embedding = InputEmbedding(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
+                                        info.num_nodes if cfg.node_embedding else 0)
+        self.blocks = nn.ModuleList(
+            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial) for _ in range(cfg.blocks)
+        )
+        self.decoder = ForecastDecoder(cfg, info)
+        self.keep_details = False
+        self.details: dict = {}
+
+    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+        T = batch.x.shape[1]
+        h = self.embedding(batch.x, batch.x_mask, batch.tod[:, :T], batch.dow[:, :T])  # [B, T, N, D]
+        gates, atts = [], []
+        for block in self.blocks:
+            h, alpha, att = block(h, edge_index, return_attention=self.keep_details)
+            if self.keep_details:
+                gates.append(alpha)
+                atts.append(att)
+        if self.keep_details:
+            self.details = {"gate": gates, "spatial_attention": atts}
+        return self.decoder(h, batch)

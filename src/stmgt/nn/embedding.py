@@ -1,0 +1,50 @@
+"""Input embedding of STMGT: readings (and their observed mask) to the hidden size."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class InputEmbedding(nn.Module):
+    """``LayerNorm(Linear([x, mask]))`` plus optional calendar and node embeddings.
+
+    The design document embeds the reading alone (``Linear(1, 96)`` + LayerNorm). Real
+    sensors have gaps, so the observed-mask is a second input feature (a missing reading is
+    0 in scaled units *and* flagged). ``calendar`` adds learned time-of-day and day-of-week
+    embeddings and ``num_nodes`` a learned per-node embedding (Shao et al., "Spatial-Temporal
+    Identity", CIKM 2022); both are off in the document's configuration.
+
+    Args:
+        in_channels: reading channels ``C`` (default 1).
+        hidden: output size ``D`` (default 96).
+        calendar: add time-of-day (``steps_per_day`` slots) and day-of-week embeddings.
+        steps_per_day: slots of the time-of-day embedding (default 288, 5-minute steps).
+        num_nodes: add a per-node embedding for this many nodes (0: none).
+
+    Shapes: ``x [B, T, N, C]``, ``mask [B, T, N]``, ``tod/dow [B, T]`` -> ``[B, T, N, D]``.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 96, calendar: bool = False, steps_per_day: int = 288,
+                 num_nodes: int = 0):
+        super().__init__()
+        self.linear = nn.Linear(in_channels + 1, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.steps_per_day = steps_per_day
+        self.tod = nn.Embedding(steps_per_day, hidden) if calendar else None
+        self.dow = nn.Embedding(7, hidden) if calendar else None
+        self.node = nn.Parameter(torch.randn(num_nodes, hidden) / math.sqrt(hidden)) if num_nodes else None
+        for e in (self.tod, self.dow):
+            if e is not None:
+                nn.init.normal_(e.weight, std=1 / math.sqrt(hidden))
+
+    def forward(self, x: Tensor, mask: Tensor, tod: Tensor | None = None, dow: Tensor | None = None) -> Tensor:
+        h = self.linear(torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1))  # [B, T, N, D]
+        if self.tod is not None and tod is not None:
+            slot = (tod * self.steps_per_day).long().clamp_(0, self.steps_per_day - 1)
+            h = h + (self.tod(slot) + self.dow(dow)).unsqueeze(2)  # [B, T, 1, D]
+        if self.node is not None:
+            h = h + self.node
+        return self.norm(h)

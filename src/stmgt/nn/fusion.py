@@ -1,0 +1,24 @@
+"""Gated fusion of the spatial and temporal branches."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class GatedFusion(nn.Module):
+    """``alpha * spatial + (1 - alpha) * temporal`` with ``alpha = sigmoid(W [spatial || temporal])``.
+
+    Args:
+        hidden: feature size ``D`` (default 96).
+
+    Shapes: ``spatial, temporal [B, T, N, D]`` -> ``(fused [B, T, N, D], alpha [B, T, N, D])``.
+    """
+
+    def __init__(self, hidden: int = 96):
+        super().__init__()
+        self.gate = nn.Linear(2 * hidden, hidden)
+
+    def forward(self, spatial: Tensor, temporal: Tensor) -> tuple[Tensor, Tensor]:
+        alpha = torch.sigmoid(self.gate(torch.cat([spatial, temporal], dim=-1)))  # [B, T, N, D]
+        return temporal + alpha * (spatial - temporal), alpha

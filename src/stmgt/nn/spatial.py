@@ -1,0 +1,38 @@
+"""Spatial branch of STMGT: GATv2 over the nodes of every time step."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from stmgt.nn.gat import GraphAttention
+
+
+class SpatialBranch(nn.Module):
+    """``LayerNorm(x + Dropout(GATv2(x)))`` applied to each (sample, time step) graph.
+
+    Args:
+        hidden: feature size ``D`` (default 96), divisible by ``heads``.
+        heads: attention heads (default 4), concatenated.
+        dropout: dropout on attention coefficients and on the branch output (default 0.2).
+        drop_edge: DropEdge probability during training (default 0.05).
+        v2: GATv2 (default) or GAT.
+
+    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``[B, T, N, D]``.
+    """
+
+    def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
+                 v2: bool = True):
+        super().__init__()
+        self.gat = GraphAttention(hidden, hidden // heads, heads, concat=True, dropout=dropout,
+                                  drop_edge=drop_edge, v2=v2)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
+        B, T, N, D = x.shape
+        flat = x.reshape(B * T, N, D)  # [B*T, N, D]: time steps become independent graphs
+        h = self.gat(flat, edge_index, return_attention=return_attention)
+        if return_attention:
+            h, att = h
+        out = self.norm(flat + self.drop(h)).view(B, T, N, D)  # [B, T, N, D]
+        return (out, att) if return_attention else out

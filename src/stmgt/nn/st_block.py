@@ -1,0 +1,43 @@
+"""One STMGT block: spatial (GATv2) and temporal (Transformer) branches in parallel, gated."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from stmgt.nn.fusion import GatedFusion
+from stmgt.nn.spatial import SpatialBranch
+from stmgt.nn.temporal import TemporalBranch
+
+
+class STBlock(nn.Module):
+    """``GatedFusion(SpatialBranch(x), TemporalBranch(x))``.
+
+    Args:
+        hidden: feature size ``D`` (default 96).
+        heads: attention heads of both branches (default 4).
+        dropout: dropout (default 0.2).
+        drop_edge: DropEdge probability of the spatial branch (default 0.05).
+        spatial: with False the spatial branch is switched off and the block is the temporal
+            branch alone (an ablation: "does the graph help?").
+
+    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``(h [B, T, N, D], alpha [B, T, N, D] or None,
+    attention or None)``.
+    """
+
+    def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
+                 spatial: bool = True):
+        super().__init__()
+        self.spatial = SpatialBranch(hidden, heads, dropout, drop_edge) if spatial else None
+        self.temporal = TemporalBranch(hidden, heads, dropout)
+        self.fusion = GatedFusion(hidden) if spatial else None
+
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
+        t = self.temporal(x)
+        if self.spatial is None:
+            return t, None, None
+        s = self.spatial(x, edge_index, return_attention=return_attention)
+        att = None
+        if return_attention:
+            s, att = s
+        h, alpha = self.fusion(s, t)
+        return h, alpha, att

@@ -1,0 +1,55 @@
+"""Temporal branch of STMGT: a Transformer encoder layer over each node's own sequence."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stmgt.nn.positional import PositionalEncoding
+
+
+class TemporalBranch(nn.Module):
+    """Post-norm Transformer layer over time: positions, self-attention, GELU feed-forward.
+
+    ``x = LN(x + MHA(x)); x = LN(x + FFN(x))`` with ``FFN = Linear(D, 4D) GELU Dropout Linear(4D, D)``
+    on sinusoidally position-encoded sequences, as in the design document. Attention runs
+    through ``scaled_dot_product_attention``; the parameters are laid out as in
+    ``nn.MultiheadAttention`` (``in_proj_weight``, ``in_proj_bias``, ``out_proj``) and the
+    outputs equal it (``tests/nn/test_temporal.py``).
+
+    Args:
+        hidden: feature size ``D`` (default 96).
+        heads: attention heads (default 4).
+        dropout: attention and feed-forward dropout (default 0.2).
+
+    Shapes: ``[B, T, N, D] -> [B, T, N, D]``.
+    """
+
+    def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.pos = PositionalEncoding(hidden)
+        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * hidden, hidden)
+        )
+        self.norm1 = nn.LayerNorm(hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+
+    def attend(self, x: Tensor) -> Tensor:
+        """Multi-head self-attention of ``[B', T, D]`` with ``nn.MultiheadAttention``'s weights."""
+        Bp, T, D = x.shape
+        H = self.heads
+        a = self.attention
+        qkv = F.linear(x, a.in_proj_weight, a.in_proj_bias)  # [B', T, 3D]
+        q, k, v = qkv.view(Bp, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each [B', H, T, D/H]
+        p = self.dropout if self.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B', H, T, D/H]
+        return a.out_proj(o.transpose(1, 2).reshape(Bp, T, D))
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, N, D = x.shape
+        h = self.pos(x.transpose(1, 2).reshape(B * N, T, D))  # [B*N, T, D]: one sequence per node
+        h = self.norm1(h + self.attend(h))
+        h = self.norm2(h + self.ffn(h))
+        return h.view(B, N, T, D).transpose(1, 2)  # [B, T, N, D]

@@ -1,0 +1,66 @@
+"""Weather cross-attention: where and when weather matters.
+
+:class:`WeatherCrossAttention` lets every (node, step) query attend over a *sequence* of
+weather tokens (the history steps, plus the horizon steps when a weather forecast is given),
+so keys and values differ and the softmax can select. :class:`DocumentWeatherAttention`
+keeps the design document's form for the ablation: its keys are the one weather vector of
+step ``t`` copied to all nodes, so the attention is uniform and the block reduces to adding a
+projection of that step's weather (SPEC_NOTES, departure 1).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from stmgt.nn.positional import PositionalEncoding
+
+
+class WeatherCrossAttention(nn.Module):
+    """``LN(h + MHA(query=h, key=value=weather tokens))``.
+
+    Args:
+        hidden: feature size ``D`` (default 96).
+        weather_dim: covariates per step ``W`` (default 3: temperature, wind, precipitation).
+        heads: attention heads (default 4).
+        dropout: attention dropout (default 0.2).
+
+    Shapes: ``h [B, S, N, D]`` (``S`` query steps), ``weather [B, L, W]`` (``L`` weather steps)
+    -> ``[B, S, N, D]``. The attention weights ``[B, S*N, L]`` are kept in ``last_attention``
+    when ``keep_attention`` is set.
+    """
+
+    def __init__(self, hidden: int = 96, weather_dim: int = 3, heads: int = 4, dropout: float = 0.2):
+        super().__init__()
+        self.weather_proj = nn.Sequential(nn.Linear(weather_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.pos = PositionalEncoding(hidden)
+        self.cross_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.keep_attention = False
+        self.last_attention = None
+
+    def forward(self, h: Tensor, weather: Tensor) -> Tensor:
+        B, S, N, D = h.shape
+        kv = self.pos(self.weather_proj(weather))  # [B, L, D]: one token per weather step
+        q = h.reshape(B, S * N, D)  # [B, S*N, D]
+        out, att = self.cross_attn(q, kv, kv, need_weights=self.keep_attention)
+        self.last_attention = att
+        return self.norm(h + out.view(B, S, N, D))
+
+
+class DocumentWeatherAttention(nn.Module):
+    """The design document's weather block (kept as an ablation, see module docstring).
+
+    Shapes: ``h [B, T, N, D]``, ``weather [B, T, W]`` -> ``[B, T, N, D]``.
+    """
+
+    def __init__(self, hidden: int = 96, weather_dim: int = 3, heads: int = 4, dropout: float = 0.2):
+        super().__init__()
+        self.weather_proj = nn.Linear(weather_dim, hidden)
+        self.cross_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: Tensor, weather: Tensor) -> Tensor:
+        B, T, N, D = h.shape
+        w = self.weather_proj(weather).unsqueeze(2).expand(B, T, N, D).reshape(B * T, N, D)  # [B*T, N, D]
+        out, _ = self.cross_attn(h.reshape(B * T, N, D), w, w, need_weights=False)
+        return self.norm(h + out.view(B, T, N, D))

@@ -1,0 +1,107 @@
+"""Train a model end to end into a run folder (:func:`fit`)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from stmgt.config import Config
+from stmgt.data.panel import Panel
+from stmgt.data.source import load_source
+from stmgt.data.windows import PanelData
+from stmgt.errors import RunError
+from stmgt.models import build_model
+from stmgt.run import Run, data_info
+from stmgt.training.module import ForecastTask
+
+
+class HistoryWriter(Callback):
+    """Appends ``epoch, train_loss, train_nll, val_mae, lr`` to ``history.csv`` after each epoch."""
+
+    FIELDS = ("epoch", "train_loss", "train_nll", "val_mae", "lr")
+
+    def __init__(self, path: Path, resume: bool = False):
+        self.path = path
+        if not resume or not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.FIELDS)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        row = [trainer.current_epoch] + [float(m[k]) if k in m else "" for k in self.FIELDS[1:4]] + [lr]
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow(row)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*num_workers.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*index_reduce.*")
+
+
+def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: str | Path | None = None) -> Run:
+    """Train ``cfg.model`` on ``cfg.data`` (or on ``panel``) and write the run folder ``out_dir``.
+
+    The checkpoint with the lowest validation MAE is kept (``model.safetensors``); training stops
+    after ``cfg.train.patience`` epochs without improvement or at ``cfg.train.max_epochs``.
+    ``resume`` continues from a Lightning checkpoint (e.g. ``RUN_DIR/checkpoints/last.ckpt``).
+    """
+    _quiet_lightning()
+    t = cfg.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    panel = panel if panel is not None else load_source(cfg.data)
+    data = PanelData(panel, cfg.data.history, cfg.data.horizon, cfg.data.split, t.batch_size)
+    run = Run(out_dir)
+    run.save_setup(cfg, data)
+    model = build_model(cfg.model, data_info(data))
+    if not model.trainable:
+        model.fit(data)
+        run.save_weights(model)
+        return run
+
+    task = ForecastTask(model, data.edge_index, data.scaler.target_loc, data.scaler.target_scale, t)
+    ckpt_dir = run.dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
+                           enable_version_counter=False)
+    stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
+    if resume is not None and not Path(resume).is_file():
+        raise RunError(f"{resume}: no checkpoint to resume from (look for RUN_DIR/checkpoints/last.ckpt)")
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator="gpu" if t.accelerator == "cuda" else t.accelerator,
+        devices=t.devices,
+        strategy="ddp" if t.devices > 1 else "auto",
+        precision=t.precision,
+        gradient_clip_val=t.grad_clip,
+        gradient_clip_algorithm="norm",
+        callbacks=[best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None)],
+        logger=False,
+        enable_progress_bar=t.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=t.limit_train_batches,
+        default_root_dir=str(run.dir),
+    )
+    g = torch.Generator().manual_seed(t.seed)
+    trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
+                ckpt_path=str(resume) if resume else None, weights_only=True)
+    if trainer.is_global_zero:
+        path = best.best_model_path or best.last_model_path
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        run.save_weights(model)
+    return run
