@@ -9,9 +9,14 @@ once for the whole batch: no copies of the graph, and the same numbers as ``GATv
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# index_reduce_ is stable in practice; torch marks it beta and warns on first use
+warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta", category=UserWarning)
 
 
 def add_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from stmgt.nn.dropout import FastDropout
 from stmgt.nn.gat import GraphAttention
 
 
@@ -25,7 +26,7 @@ class SpatialBranch(nn.Module):
         super().__init__()
         self.gat = GraphAttention(hidden, hidden // heads, heads, concat=True, dropout=dropout,
                                   drop_edge=drop_edge, v2=v2)
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):

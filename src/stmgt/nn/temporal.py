@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stmgt.nn.dropout import FastDropout
 from stmgt.nn.positional import PositionalEncoding
 
 
@@ -31,7 +32,7 @@ class TemporalBranch(nn.Module):
         self.pos = PositionalEncoding(hidden)
         self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * hidden, hidden)
+            nn.Linear(hidden, 4 * hidden), nn.GELU(), FastDropout(dropout), nn.Linear(4 * hidden, hidden)
         )
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)

@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shared(name: str) -> Path:
+    """Path of a shared dataset folder; skips the test when ../shared/data is not beside the repo."""
+    p = SHARED_DATA / name
+    if not p.exists():
+        pytest.skip(f"{p} not present (real datasets live in ../shared/data beside the repo; CI has them)")
+    return p
+
+
+@pytest.fixture
+def tiny_panel():
+    """A 3-day, 5-node, 5-minute panel with weather and a few gaps (deterministic)."""
+    from stmgt.data.panel import Panel
+
+    rng = np.random.default_rng(0)
+    T, N = 3 * 288, 5
+    t = np.arange(T)
+    base = 50 + 10 * np.sin(2 * np.pi * t / 288)[:, None] + rng.normal(0, 1, (T, N))
+    mask = rng.random((T, N)) > 0.05
+    ts = np.datetime64("2024-01-01T00:00") + np.arange(T) * np.timedelta64(5, "m")
+    ei = np.array([[0, 1, 2, 3, 4, 1], [1, 2, 3, 4, 0, 0]])
+    cov = np.stack([20 + np.sin(t / 50), rng.random(T), (rng.random(T) > 0.9).astype(float)], 1)
+    return Panel(values=np.where(mask, base, np.nan), mask=mask, timestamps=ts, edge_index=ei, covariates=cov,
+                 covariate_names=["temperature", "wind_speed", "precipitation"], name="tiny", units="km/h")

@@ -1,0 +1,57 @@
+import numpy as np
+import torch
+
+from stmgt.distributions.mixture import GaussianMixture
+from stmgt.evaluation.metrics import MetricAccumulator, masked_mae
+
+
+def test_masked_points_are_ignored():
+    torch.manual_seed(0)
+    B, H, N = 4, 12, 3
+    y = torch.rand(B, H, N) * 50 + 10
+    mean = y + torch.randn(B, H, N)
+    mask = torch.rand(B, H, N) > 0.3
+    # garbage where unobserved must not change anything
+    y2 = torch.where(mask, y, torch.full_like(y, 1e6))
+    d = GaussianMixture.gaussian(mean, torch.ones(1))
+    a1, a2 = MetricAccumulator(H), MetricAccumulator(H)
+    a1.update(d, y, mask)
+    a2.update(d, y2, mask)
+    r1, r2 = a1.compute(), a2.compute()
+    for k in ("mae", "rmse", "mape"):
+        assert r1[k] == r2[k]
+    assert r1["crps"] == r2["crps"] and r1["coverage80"] == r2["coverage80"]
+    err = (mean - y).numpy()
+    m = mask.numpy()
+    assert np.isclose(r1["mae"]["avg"], np.abs(err[m]).mean())
+    assert np.isclose(r1["mae"]["3"], np.abs(err[:, 2][m[:, 2]]).mean())
+    assert np.isclose(r1["rmse"]["12"], np.sqrt((err[:, 11][m[:, 11]] ** 2).mean()))
+    assert np.isclose(r1["mape"]["6"], 100 * (np.abs(err[:, 5]) / y[:, 5].numpy())[m[:, 5]].mean())
+    assert np.isclose(float(masked_mae(mean, y2, mask)), r1["mae"]["avg"], rtol=1e-6)
+
+
+def test_accumulating_batches_equals_one_batch():
+    torch.manual_seed(1)
+    y = torch.randn(6, 4, 5)
+    d = GaussianMixture(torch.randn(6, 4, 5, 3), torch.rand(6, 4, 5, 3) + 0.5, torch.randn(6, 4, 5, 3))
+    mask = torch.rand(6, 4, 5) > 0.2
+    one, two = MetricAccumulator(4), MetricAccumulator(4)
+    one.update(d, y, mask)
+    two.update(d.index(slice(0, 2)), y[:2], mask[:2])
+    two.update(d.index(slice(2, 6)), y[2:], mask[2:])
+    a, b = one.compute(), two.compute()
+    assert np.isclose(a["mae"]["avg"], b["mae"]["avg"]) and np.isclose(a["crps"], b["crps"])
+    assert np.isclose(a["nll"], b["nll"]) and np.isclose(a["coverage90"], b["coverage90"])
+
+
+def test_calibrated_gaussian_has_nominal_coverage_and_flat_pit():
+    torch.manual_seed(2)
+    mean = torch.zeros(200, 3, 50)
+    y = torch.randn(200, 3, 50) * 2
+    d = GaussianMixture.gaussian(mean, torch.tensor([2.0]))
+    acc = MetricAccumulator(3)
+    acc.update(d, y, torch.ones_like(y, dtype=torch.bool))
+    r = acc.compute()
+    assert abs(r["coverage80"] - 0.8) < 0.02 and abs(r["coverage90"] - 0.9) < 0.02
+    assert np.allclose(r["pit_histogram"], 1 / 20, atol=0.01)
+    assert abs(r["crps_normalised"] - r["crps"] / y.double().abs().mean().item()) < 1e-9

@@ -1,0 +1,76 @@
+import pytest
+import torch
+from torch_geometric.nn import GATConv, GATv2Conv
+
+from stmgt.nn.gat import GraphAttention, add_self_loops, segment_softmax
+
+
+def _pair(v2, F=16, C=8, H=4):
+    ours = GraphAttention(F, C, H, v2=v2)
+    ref = GATv2Conv(F, C, heads=H) if v2 else GATConv(F, C, heads=H)
+    ours.load_state_dict({k: v.reshape(ours.state_dict()[k].shape) for k, v in ref.state_dict().items()})
+    return ours, ref
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_matches_pyg_given_the_same_weights(v2):
+    torch.manual_seed(0)
+    N, B = 11, 3
+    ei = torch.randint(0, N, (2, 40))  # includes self-loops and duplicates, as real edge lists may
+    ours, ref = _pair(v2)
+    x = torch.randn(B, N, 16)
+    out = ours(x, ei)
+    expect = torch.stack([ref(x[b], ei) for b in range(B)])
+    assert out.shape == (B, N, 32)
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+    # gradients too
+    g1 = torch.autograd.grad(out.square().sum(), ours.lin_l.weight if v2 else ours.lin.weight)[0]
+    expect2 = torch.stack([ref(x[b], ei) for b in range(B)])
+    g2 = torch.autograd.grad(expect2.square().sum(), ref.lin_l.weight if v2 else ref.lin.weight)[0]
+    torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-4)
+
+
+def test_matches_pyg_on_the_replicated_graph_of_the_design_document():
+    torch.manual_seed(1)
+    N, B = 9, 4
+    ei = torch.randint(0, N, (2, 20))
+    ours, ref = _pair(True)
+    x = torch.randn(B, N, 16)
+    big = torch.cat([ei + b * N for b in range(B)], 1)
+    expect = ref(x.reshape(B * N, 16), big).view(B, N, -1)
+    torch.testing.assert_close(ours(x, ei), expect, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_sums_to_one_per_target_and_self_loops_added():
+    N = 6
+    ei = torch.tensor([[0, 1, 2, 2], [1, 2, 3, 2]])
+    loops = add_self_loops(ei, N)
+    assert loops.shape[1] == 3 + N  # the existing self-loop 2->2 is replaced
+    layer = GraphAttention(8, 4, 2)
+    _, (ei2, alpha) = layer(torch.randn(5, N, 8), ei, return_attention=True)
+    sums = torch.zeros(5, N, 2).index_add_(1, ei2[1], alpha)
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+
+
+def test_segment_softmax_against_dense_softmax():
+    logits = torch.randn(2, 5, 3)
+    dst = torch.tensor([0, 0, 1, 1, 1])
+    out = segment_softmax(logits, dst, 2)
+    torch.testing.assert_close(out[:, :2], logits[:, :2].softmax(1))
+    torch.testing.assert_close(out[:, 2:], logits[:, 2:].softmax(1))
+
+
+def test_drop_edge_only_in_training_and_keeps_self_loops():
+    torch.manual_seed(0)
+    N = 5
+    ei = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    layer = GraphAttention(4, 4, 1, drop_edge=1.0)  # every real edge dropped
+    x = torch.randn(3, N, 4)
+    layer.train()
+    _, (ei2, alpha) = layer(x, ei, return_attention=True)
+    real = ei2[0] != ei2[1]
+    assert torch.all(alpha[:, real] == 0)
+    assert torch.allclose(alpha[:, ~real], torch.ones_like(alpha[:, ~real]))
+    layer.eval()
+    _, (_, alpha) = layer(x, ei, return_attention=True)
+    assert (alpha[:, real] > 0).all()
