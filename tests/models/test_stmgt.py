@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from stmgt.config import ModelConfig
+from stmgt.models import DataInfo, build_model
+from stmgt.testing import make_batch, ring_graph
+
+
+@pytest.mark.parametrize("T, H", [(12, 12), (24, 6), (5, 9), (1, 3)])
+@pytest.mark.parametrize("weather", ["cross", "document", "none"])
+def test_output_shapes_for_any_history_and_horizon(T, H, weather):
+    torch.manual_seed(0)
+    N = 7
+    m = build_model(ModelConfig(hidden=16, heads=2, blocks=2, weather=weather),
+                    DataInfo(num_nodes=N, weather_dim=3, history=T, horizon=H))
+    b = make_batch(B=3, T=T, H=H, N=N)
+    d = m(b, ring_graph(N))
+    assert d.batch_shape == (3, H, N) and d.means.shape == (3, H, N, 5)
+    assert torch.isfinite(d.mean).all() and (d.stds >= 0.01).all()
+    loss = -d.log_prob(b.y).mean()
+    loss.backward()
+    dead = [n for n, p in m.named_parameters() if p.grad is None]
+    assert not dead, dead
+
+
+def test_block_shapes_and_gate_details():
+    torch.manual_seed(0)
+    N, T = 6, 8
+    m = build_model(ModelConfig(hidden=16, heads=4, blocks=3), DataInfo(num_nodes=N, weather_dim=3, history=T, horizon=4))
+    m.keep_details = True
+    m.eval()
+    m(make_batch(B=2, T=T, H=4, N=N), ring_graph(N))
+    assert len(m.details["gate"]) == 3
+    for alpha in m.details["gate"]:
+        assert alpha.shape == (2, T, N, 16) and (alpha >= 0).all() and (alpha <= 1).all()
+    ei, att = m.details["spatial_attention"][0]
+    assert att.shape == (2 * T, ei.shape[1], 4)
+
+
+def test_spatial_branch_off_ignores_the_graph_and_weather_off_ignores_weather():
+    torch.manual_seed(0)
+    N = 5
+    m = build_model(ModelConfig(hidden=16, heads=2, blocks=1, spatial=False, weather="none"),
+                    DataInfo(num_nodes=N, weather_dim=3)).eval()
+    b = make_batch(N=N)
+    a = m(b, ring_graph(N)).mean
+    b.weather = torch.randn_like(b.weather)
+    torch.testing.assert_close(a, m(b, torch.zeros(2, 0, dtype=torch.long)).mean)
+
+
+def test_cross_attention_weather_is_not_degenerate_but_document_form_is():
+    """The document's keys are identical per step, so its attention output cannot depend on the node."""
+    from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
+
+    torch.manual_seed(0)
+    h = torch.randn(2, 4, 5, 16)
+    w = torch.randn(2, 4, 3)
+    doc = DocumentWeatherAttention(16, 3, 2, 0.0).eval()
+    out_doc, _ = doc.cross_attn(h.reshape(8, 5, 16), *(2 * [doc.weather_proj(w).unsqueeze(2).expand(2, 4, 5, 16)
+                                                           .reshape(8, 5, 16)]))
+    assert torch.allclose(out_doc, out_doc[:, :1].expand_as(out_doc), atol=1e-6)  # same for every node
+    ours = WeatherCrossAttention(16, 3, 2, 0.0).eval()
+    ours.keep_attention = True
+    ours(h, w)
+    att = ours.last_attention  # [B, S*N, L]
+    assert att.shape == (2, 20, 4) and not torch.allclose(att, torch.full_like(att, 0.25), atol=1e-3)
+
+
+def test_missing_inputs_are_flagged_to_the_model():
+    torch.manual_seed(0)
+    N = 4
+    m = build_model(ModelConfig(hidden=16, heads=2, blocks=1), DataInfo(num_nodes=N, weather_dim=0)).eval()
+    b = make_batch(N=N, W=0)
+    b.x[:, 3] = 0.0
+    b.x_mask[:, 3] = True
+    a = m(b, ring_graph(N)).mean
+    b.x_mask[:, 3] = False  # same zeros, now marked missing
+    assert not torch.allclose(a, m(b, ring_graph(N)).mean)
