@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch_geometric.nn import GATConv, GATv2Conv
 
-from stmgt.nn.gat import GraphAttention, add_self_loops, segment_softmax
+from stmgt.nn.gat import EdgePlan, GraphAttention, add_self_loops, gather_src, segment_softmax, segment_sum
 
 
 def _pair(v2, F=16, C=8, H=4):
@@ -53,11 +53,26 @@ def test_attention_sums_to_one_per_target_and_self_loops_added():
 
 
 def test_segment_softmax_against_dense_softmax():
-    logits = torch.randn(2, 5, 3)
-    dst = torch.tensor([0, 0, 1, 1, 1])
-    out = segment_softmax(logits, dst, 2)
+    plan = EdgePlan(torch.tensor([[1, 1, 0], [0, 1, 1]]), 2)  # with loops: 0->0, 1->0 | 0->1, 1->1
+    assert plan.dst.tolist() == [0, 0, 1, 1]
+    logits = torch.randn(2, 4, 3)
+    out = segment_softmax(logits, plan)
     torch.testing.assert_close(out[:, :2], logits[:, :2].softmax(1))
     torch.testing.assert_close(out[:, 2:], logits[:, 2:].softmax(1))
+
+
+def test_gather_and_segment_sum_gradients_equal_index_ops():
+    torch.manual_seed(0)
+    N = 7
+    plan = EdgePlan(torch.randint(0, N, (2, 25)), N)
+    x = torch.randn(3, N, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, plan.src.numel(), 4, dtype=torch.float64)
+    ours = segment_sum(gather_src(x, plan) * w, plan)
+    ref = torch.zeros(3, N, 4, dtype=torch.float64).index_add(1, plan.dst, x.index_select(1, plan.src) * w)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+    assert torch.autograd.gradcheck(lambda t: segment_sum(gather_src(t, plan), plan), (x,))
 
 
 def test_drop_edge_only_in_training_and_keeps_self_loops():

@@ -9,14 +9,10 @@ once for the whole batch: no copies of the graph, and the same numbers as ``GATv
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# index_reduce_ is stable in practice; torch marks it beta and warns on first use
-warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta", category=UserWarning)
 
 
 def add_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -26,15 +22,89 @@ def add_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
     return torch.cat([edge_index[:, keep], loops], dim=1)
 
 
-def segment_softmax(logits: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
-    """Softmax of ``logits [B', E, H]`` over the edges that share a target node ``dst [E]``."""
+class EdgePlan:
+    """A graph prepared once for batched message passing: edges (with self-loops) sorted by target.
+
+    Sums over the edges of each target become ``segment_reduce`` over contiguous runs, and the
+    backward of every gather is a segment sum too: no ``index_add_`` (whose multi-threaded CPU
+    kernel along a non-leading dimension is very slow) anywhere in the forward or backward pass.
+
+    Attributes:
+        edge_index: ``[2, E']`` sorted by target, self-loops included.
+        src, dst: its rows.
+        dst_lengths: ``[N]`` edges per target. ``src_perm``, ``src_lengths``: the edges ordered by
+        source and their counts, for the backward of the source gather.
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int):
+        ei = add_self_loops(edge_index, num_nodes)
+        order = torch.argsort(ei[1] * num_nodes + ei[0])
+        self.edge_index = ei[:, order]
+        self.src, self.dst = self.edge_index[0].contiguous(), self.edge_index[1].contiguous()
+        self.num_nodes = num_nodes
+        self.dst_lengths = torch.bincount(self.dst, minlength=num_nodes)
+        self.src_perm = torch.argsort(self.src, stable=True)
+        self.src_lengths = torch.bincount(self.src, minlength=num_nodes)
+        self.is_loop = self.src == self.dst
+
+
+def _segment_sum(x: Tensor, lengths: Tensor) -> Tensor:
+    """Sum contiguous runs of ``lengths [N]`` along dim 1 of ``x [B', E, ...]`` -> ``[B', N, ...]``."""
+    return torch.segment_reduce(x, "sum", lengths=lengths.expand(x.shape[0], -1), axis=1)
+
+
+class _Gather(torch.autograd.Function):
+    """``x.index_select(1, index)`` whose backward is a segment sum over ``perm``-sorted edges."""
+
+    @staticmethod
+    def forward(ctx, x, index, perm, lengths):
+        ctx.save_for_backward(perm, lengths)
+        return x.index_select(1, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        perm, lengths = ctx.saved_tensors
+        g = grad if perm is None or perm.numel() == 0 else grad.index_select(1, perm)
+        return _segment_sum(g.contiguous(), lengths), None, None, None
+
+
+class _SegmentSum(torch.autograd.Function):
+    """Sum over the target of each (target-sorted) edge: ``[B', E, ...] -> [B', N, ...]``."""
+
+    @staticmethod
+    def forward(ctx, x, dst, lengths):
+        ctx.save_for_backward(dst)
+        return _segment_sum(x.contiguous(), lengths)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (dst,) = ctx.saved_tensors
+        return grad.index_select(1, dst), None, None
+
+
+def gather_src(x: Tensor, plan: EdgePlan) -> Tensor:
+    """``x [B', N, ...] -> [B', E', ...]``: the features of each edge's source."""
+    return _Gather.apply(x, plan.src, plan.src_perm, plan.src_lengths)
+
+
+def gather_dst(x: Tensor, plan: EdgePlan) -> Tensor:
+    """``x [B', N, ...] -> [B', E', ...]``: the features of each edge's target."""
+    return _Gather.apply(x, plan.dst, torch.empty(0, dtype=torch.long, device=x.device), plan.dst_lengths)
+
+
+def segment_sum(x: Tensor, plan: EdgePlan) -> Tensor:
+    """``x [B', E', ...] -> [B', N, ...]``: the sum over the incoming edges of every node."""
+    return _SegmentSum.apply(x, plan.dst, plan.dst_lengths)
+
+
+def segment_softmax(logits: Tensor, plan: EdgePlan) -> Tensor:
+    """Softmax of ``logits [B', E', H]`` over the edges that share a target node."""
     # the max is only for numerical stability: softmax is invariant to it, so no gradient is needed
     with torch.no_grad():
-        m = logits.new_full((logits.shape[0], num_nodes, logits.shape[2]), float("-inf"))
-        m.index_reduce_(1, dst, logits, "amax", include_self=True)  # [B', N, H]
-    e = (logits - m.index_select(1, dst)).exp()  # [B', E, H]
-    denom = torch.zeros_like(m).index_add_(1, dst, e)  # [B', N, H]
-    return e / denom.index_select(1, dst).clamp_min(1e-16)
+        m = torch.segment_reduce(logits, "max", lengths=plan.dst_lengths.expand(logits.shape[0], -1), axis=1)
+    e = (logits - m.index_select(1, plan.dst)).exp()  # [B', E', H]
+    denom = segment_sum(e, plan)  # [B', N, H]
+    return e / gather_dst(denom, plan).clamp_min(1e-16)
 
 
 class GraphAttention(nn.Module):
@@ -88,7 +158,7 @@ class GraphAttention(nn.Module):
             self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
         self.bias = nn.Parameter(torch.zeros(hc if concat else out_channels)) if bias else None
         self.reset_parameters()
-        self._loops_cache: tuple[Tensor, int, Tensor] | None = None
+        self._plan_cache: tuple[Tensor, EdgePlan] | None = None
 
     def reset_parameters(self) -> None:
         if self.v2:
@@ -103,47 +173,47 @@ class GraphAttention(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def _with_loops(self, edge_index: Tensor, num_nodes: int) -> Tensor:
-        c = self._loops_cache
-        if c is not None and c[0] is edge_index and c[1] == num_nodes:
-            return c[2]
-        ei = add_self_loops(edge_index, num_nodes)
-        self._loops_cache = (edge_index, num_nodes, ei)
-        return ei
+    def plan(self, edge_index: Tensor, num_nodes: int) -> EdgePlan:
+        """The :class:`EdgePlan` of ``edge_index`` (built once and cached for a static graph)."""
+        c = self._plan_cache
+        if c is not None and c[0] is edge_index and c[1].num_nodes == num_nodes:
+            return c[1]
+        plan = EdgePlan(edge_index, num_nodes)
+        self._plan_cache = (edge_index, plan)
+        return plan
 
     def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
         Bp, N, _ = x.shape
         H, C = self.heads, self.out_channels
-        ei = self._with_loops(edge_index, N)
-        src, dst = ei[0], ei[1]
+        plan = self.plan(edge_index, N)
         if self.v2:
             # one matmul for both projections: [B', N, F] -> [B', N, 2*H*C]
             w = torch.cat([self.lin_l.weight, self.lin_r.weight], 0)
             b = torch.cat([self.lin_l.bias, self.lin_r.bias], 0)
             xl, xr = F.linear(x, w, b).view(Bp, N, 2, H, C).unbind(2)  # each [B', N, H, C]
-            xj = xl.index_select(1, src)  # [B', E', H, C] messages from sources
-            s = F.leaky_relu(xj + xr.index_select(1, dst), self.negative_slope)
+            xj = gather_src(xl, plan)  # [B', E', H, C] messages from sources
+            s = F.leaky_relu(xj + gather_dst(xr, plan), self.negative_slope)
             logits = (s * self.att).sum(-1)  # [B', E', H]
         else:
             xl = self.lin(x).view(Bp, N, H, C)
-            xj = xl.index_select(1, src)  # [B', E', H, C]
+            xj = gather_src(xl, plan)  # [B', E', H, C]
             a_src = (xl * self.att_src).sum(-1)  # [B', N, H]
             a_dst = (xl * self.att_dst).sum(-1)
-            logits = F.leaky_relu(a_src.index_select(1, src) + a_dst.index_select(1, dst), self.negative_slope)
+            logits = F.leaky_relu(gather_src(a_src, plan) + gather_dst(a_dst, plan), self.negative_slope)
         if self.training and self.drop_edge > 0:
             # DropEdge: each graph of the batch loses its own random edges; self-loops stay
-            drop = torch.rand(Bp, src.numel(), 1, device=x.device) < self.drop_edge
-            drop[:, src == dst] = False
+            drop = torch.rand(Bp, plan.src.numel(), 1, device=x.device) < self.drop_edge
+            drop &= ~plan.is_loop.view(1, -1, 1)
             logits = logits.masked_fill(drop, float("-inf"))
-        alpha = segment_softmax(logits, dst, N)  # [B', E', H]
+        alpha = segment_softmax(logits, plan)  # [B', E', H]
         if self.training and self.dropout > 0:
             alpha = F.dropout(alpha, self.dropout)
-        out = x.new_zeros(Bp, N, H, C).index_add_(1, dst, xj * alpha.unsqueeze(-1))  # [B', N, H, C]
+        out = segment_sum(xj * alpha.unsqueeze(-1), plan)  # [B', N, H, C]
         out = out.reshape(Bp, N, H * C) if self.concat else out.mean(2)
         if self.bias is not None:
             out = out + self.bias
         if return_attention:
-            return out, (ei, alpha)
+            return out, (plan.edge_index, alpha)
         return out
 
     def extra_repr(self) -> str:
