@@ -68,6 +68,8 @@ class ModelConfig(_Section):
     """Time-of-day and day-of-week embeddings in the input embedding."""
     node_embedding: bool = False
     """A learned per-node embedding in the input embedding."""
+    anchor_last: bool = True
+    """Mixture means are offsets from each node's last observed reading (False: the document's head)."""
     # STMamba
     d_state: int = Field(16, ge=1)
     d_conv: int = Field(4, ge=1)

@@ -16,7 +16,7 @@ from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
 from stmgt.nn.embedding import InputEmbedding
 from stmgt.nn.horizon import HorizonProjection
-from stmgt.nn.mixture_head import GaussianMixtureHead
+from stmgt.nn.mixture_head import GaussianMixtureHead, last_observed
 from stmgt.nn.st_block import STBlock
 from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
 
@@ -27,13 +27,15 @@ class ForecastDecoder(nn.Module):
     ``weather="document"`` applies the design document's block on the history steps before the
     projection (as the document does); ``"cross"`` applies our cross-attention on the horizon
     steps, over the history's weather tokens (and the horizon's with ``weather_forecast``).
+    With ``anchor_last`` the mixture means are offsets from each node's last observed reading
+    (a reparametrisation of the head: the network predicts the change, which it learns faster).
 
     Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
     """
 
     def __init__(self, cfg: ModelConfig, info: DataInfo):
         super().__init__()
-        self.history, self.weather_forecast = info.history, cfg.weather_forecast
+        self.history, self.weather_forecast, self.anchor = info.history, cfg.weather_forecast, cfg.anchor_last
         mode = cfg.weather if info.weather_dim > 0 else "none"
         self.weather_mode = mode
         self.weather_pre = (DocumentWeatherAttention(cfg.hidden, info.weather_dim, cfg.heads, cfg.dropout)
@@ -51,7 +53,8 @@ class ForecastDecoder(nn.Module):
         if self.weather is not None:
             w = batch.weather if self.weather_forecast else batch.weather[:, :T]  # [B, L, W]
             h = self.weather(h, w)
-        return self.head(h)
+        anchor = last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
+        return self.head(h, anchor)
 
 
 class STMGT(ForecastModel):

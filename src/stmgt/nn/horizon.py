@@ -10,9 +10,9 @@ class HorizonProjection(nn.Module):
     """``out[:, h] = sum_t W[h, t] x[:, t] + b[h]`` for every node and feature.
 
     The design document maps input step ``t`` to output step ``t``, which only works when the
-    history and horizon lengths are equal. This projection works for any pair; it is
-    initialised to the identity when ``T == H`` (so the document's mapping is the start point)
-    and to an average over the history otherwise.
+    history and horizon lengths are equal. This projection works for any pair; it starts as a
+    copy of the last history step's features (which the temporal attention has already mixed
+    with the earlier steps) into every horizon step.
 
     Args:
         history: input steps ``T``.
@@ -23,7 +23,8 @@ class HorizonProjection(nn.Module):
 
     def __init__(self, history: int, horizon: int):
         super().__init__()
-        w = torch.eye(horizon) if history == horizon else torch.full((horizon, history), 1.0 / history)
+        w = torch.zeros(horizon, history)
+        w[:, -1] = 1.0
         self.weight = nn.Parameter(w)  # [H, T]
         self.bias = nn.Parameter(torch.zeros(horizon))
 

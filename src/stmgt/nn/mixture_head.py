@@ -27,7 +27,22 @@ class GaussianMixtureHead(nn.Module):
             b = self.output_layer.bias.view(mixtures, 3)
             b[:, 0] = torch.linspace(-1, 1, mixtures)
 
-    def forward(self, x: Tensor) -> GaussianMixture:
+    def forward(self, x: Tensor, anchor: Tensor | None = None) -> GaussianMixture:
+        """``anchor [B, N]`` (optional) is added to every component mean of every step."""
         out = self.output_layer(x).unflatten(-1, (self.mixtures, 3))  # [B, H, N, K, 3]
         means, log_stds, logits = out.unbind(-1)  # each [B, H, N, K]
+        if anchor is not None:
+            means = means + anchor[:, None, :, None]
         return GaussianMixture(means, torch.exp(log_stds) + self.min_std, logits)
+
+
+def last_observed(x: Tensor, mask: Tensor) -> Tensor:
+    """The last observed value of each node in the window, 0 (the scaled mean) if none.
+
+    Shapes: ``x [B, T, N]``, ``mask [B, T, N]`` -> ``[B, N]``.
+    """
+    T = x.shape[1]
+    steps = torch.arange(T, device=x.device).view(1, T, 1)
+    last = torch.where(mask, steps, -1).amax(dim=1)  # [B, N], -1 where never observed
+    val = x.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)  # [B, N]
+    return torch.where(last >= 0, val, torch.zeros_like(val))
