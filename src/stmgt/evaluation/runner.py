@@ -87,7 +87,7 @@ def _figures(run: Run, data, res: dict, fc, model) -> dict:
     err = np.abs(fc.mean - fc.y)
     tod, _ = data.panel.calendar()
     t_idx = fc.starts[:, None] + data.history + np.arange(data.horizon)[None]
-    slots = np.floor(tod[t_idx] * 24).astype(int)
+    slots = np.broadcast_to(np.floor(tod[t_idx] * 24).astype(int)[:, :, None], fc.mask.shape)  # [W, H, N]
     by_slot = [float(err[(slots == s) & fc.mask].mean()) if ((slots == s) & fc.mask).any() else np.nan
                for s in range(24)]
     out["error_by_time_of_day"] = plots.plot_error_by_time_of_day(np.arange(24), np.array(by_slot),
