@@ -171,7 +171,7 @@ def _cmd_demo(a) -> int:
     print(f"[1/4] {panel.summary()}")
     print(f"[2/4] training STMGT for at most {a.max_epochs} epochs -> {out}")
     run = fit(cfg, out, panel=panel)
-    print(f"[3/4] evaluating on the test split (with baselines, plots, report)")
+    print("[3/4] evaluating on the test split (with baselines, plots, report)")
     res = evaluate_run(out, panel=panel, progress=True)
     recent = write_recent_observations(run, panel, out / "recent_observations.csv")
     fc = predict_file(out, recent, out / "forecast.csv")

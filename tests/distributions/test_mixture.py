@@ -39,7 +39,9 @@ def test_quantiles_against_scipy_root_finding():
     for i in range(2):
         for j in range(3):
             for k, lv in enumerate(levels.tolist()):
-                f = lambda x: (w[i, j] * stats.norm.cdf(x, mu[i, j], sd[i, j])).sum() - lv  # noqa: E731
+                def f(x, i=i, j=j, lv=lv):
+                    return (w[i, j] * stats.norm.cdf(x, mu[i, j], sd[i, j])).sum() - lv
+
                 root = optimize.brentq(f, -100, 100, xtol=1e-12)
                 assert abs(q[i, j, k].item() - root) < 1e-8
     assert d.icdf(0.5).shape == (2, 3)
@@ -60,10 +62,12 @@ def test_crps_against_numerical_integration():
     w, mu, sd = d.weights.numpy(), d.means.numpy(), d.stds.numpy()
     for i in range(2):
         for j in range(2):
-            F = lambda x: (w[i, j] * stats.norm.cdf(x, mu[i, j], sd[i, j])).sum()  # noqa: E731
+            def F(x, i=i, j=j):
+                return (w[i, j] * stats.norm.cdf(x, mu[i, j], sd[i, j])).sum()
+
             yy = y[i, j].item()
-            a = integrate.quad(lambda x: F(x) ** 2, -80, yy, limit=200)[0]
-            b = integrate.quad(lambda x: (1 - F(x)) ** 2, yy, 80, limit=200)[0]
+            a = integrate.quad(lambda x, F=F: F(x) ** 2, -80, yy, limit=200)[0]
+            b = integrate.quad(lambda x, F=F: (1 - F(x)) ** 2, yy, 80, limit=200)[0]
             assert abs(crps[i, j].item() - (a + b)) < 1e-6
 
 

@@ -26,7 +26,8 @@ def test_output_shapes_for_any_history_and_horizon(T, H, weather):
 def test_block_shapes_and_gate_details():
     torch.manual_seed(0)
     N, T = 6, 8
-    m = build_model(ModelConfig(hidden=16, heads=4, blocks=3), DataInfo(num_nodes=N, weather_dim=3, history=T, horizon=4))
+    m = build_model(ModelConfig(hidden=16, heads=4, blocks=3),
+                    DataInfo(num_nodes=N, weather_dim=3, history=T, horizon=4))
     m.keep_details = True
     m.eval()
     m(make_batch(B=2, T=T, H=4, N=N), ring_graph(N))

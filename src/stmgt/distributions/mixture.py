@@ -183,7 +183,7 @@ class GaussianMixture(Distribution):
         )
 
     @torch.no_grad()
-    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         k = torch.distributions.Categorical(logits=self.log_weights).sample(sample_shape)  # [S, ...]
         mu = self.means.expand(*shape, self.num_components).gather(-1, k.unsqueeze(-1)).squeeze(-1)

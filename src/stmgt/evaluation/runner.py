@@ -28,8 +28,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", plots: bool = True, p
     ``report.md`` and ``figures/``. Returns the metrics dict (the model's metrics at the top level,
     the baselines under ``"baselines"``)."""
     from stmgt.calibration import FILE as CAL_FILE
-    from stmgt.calibration import calibrate_run  # noqa: F401  (documented entry point next to this one)
-    from stmgt.calibration import spread_calibrator
+    from stmgt.calibration import (
+        calibrate_run,  # noqa: F401  (documented entry point next to this one)
+        spread_calibrator,
+    )
 
     run = Run(run_dir)
     cfg = run.config()
@@ -54,7 +56,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", plots: bool = True, p
 
     info = {"dataset": data.panel.name, "units": data.panel.units, "split": split, "history": data.history,
             "horizon": data.horizon, "fractions": list(cfg.data.split), "model": cfg.model.name,
-            "nodes": data.num_nodes, "windows": len(data.starts[split]), "interval_minutes": data.panel.interval_minutes}
+            "nodes": data.num_nodes, "windows": len(data.starts[split]),
+            "interval_minutes": data.panel.interval_minutes}
     write_report(run.dir, res, res["baselines"], info, figures)
     return res
 
