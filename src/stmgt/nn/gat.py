@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-
 def add_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
     """Remove existing self-loops from ``edge_index [2, E]`` and append one per node (as PyG does)."""
     keep = edge_index[0] != edge_index[1]
