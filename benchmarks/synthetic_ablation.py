@@ -60,11 +60,21 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--merge", nargs="*", help="only combine these result JSONs (runs split over processes)")
     ap.add_argument("--runs", default="runs/bench/synthetic_ablation")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "synthetic_ablation"))
     a = ap.parse_args()
+    if a.merge:
+        parts = [json.loads(Path(f).read_text()) for f in a.merge]
+        res = {"variants": {k: v for p in parts for k, v in p["variants"].items()}, "baselines": parts[0]["baselines"],
+               "setup": parts[0]["setup"]}
+        Path(a.out + ".json").write_text(json.dumps(res, indent=1))
+        Path(a.out + ".md").write_text(markdown(res))
+        print(markdown(res))
+        return
     base = {"data.synthetic.days": a.days, "data.synthetic.nodes": a.nodes, "train.max_epochs": a.max_epochs,
-            "train.seed": a.seed, "train.progress": False}
+            "train.seed": a.seed, "train.progress": False, "train.num_threads": a.threads}
     panel = load_source(load_config(None, base).data)
     rainy = panel.covariates[:, panel.covariate_names.index("precipitation")] > 0
     out_json = Path(a.out + ".json")

@@ -106,3 +106,15 @@ def test_bad_prediction_input(trained, capsys):
     bad.write_text("time,node,speed\n")
     assert main(["predict", str(trained / "run"), "--input", str(bad), "--output", str(trained / "o.csv")]) == 2
     assert "needs columns timestamp,node_id,value" in capsys.readouterr().err
+
+
+def test_calibrate_then_evaluate_and_predict_apply_it(trained, capsys):
+    run = trained / "run"
+    assert main(["calibrate", str(run)]) == 0
+    cal = json.loads((run / "calibration.json").read_text())
+    assert len(cal["factors"]) == 12 and all(f > 0 for f in cal["factors"])
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--no-plots"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["calibrated"] is True and "coverage80" in res["uncalibrated"]
+    (run / "calibration.json").unlink()

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="CSV or parquet (by extension) of means and quantiles")
     p.add_argument("--stream", action="store_true", help="feed the steps one at a time (STMamba)")
 
+    k = sub.add_parser("calibrate", help="fit a per-step spread correction on the validation split")
+    k.add_argument("run_dir")
+
     m = sub.add_parser("demo", help="the main job: synthetic city -> train -> evaluate -> forecast")
     m.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     m.add_argument("--max-epochs", type=int, default=6, help="epochs (default 6: a few minutes on 2 cores)")
@@ -157,6 +160,16 @@ def _cmd_predict(a) -> int:
     return 0
 
 
+def _cmd_calibrate(a) -> int:
+    from stmgt.calibration import calibrate_run
+
+    res = calibrate_run(a.run_dir)
+    f = res["factors"]
+    print(f"spread factors per step: {', '.join(f'{x:.2f}' for x in f)}")
+    print(f"stored in {Path(a.run_dir) / 'calibration.json'}; `stmgt evaluate` and `stmgt predict` apply it")
+    return 0
+
+
 def _cmd_demo(a) -> int:
     from stmgt.config import load_config
     from stmgt.data.source import load_source
@@ -184,7 +197,7 @@ def _cmd_demo(a) -> int:
 
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-            "demo": _cmd_demo}
+            "calibrate": _cmd_calibrate, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
