@@ -92,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("calibrate", help="fit a per-step spread correction on the validation split")
     k.add_argument("run_dir")
 
+    b = sub.add_parser("bench", help="training/inference speed, FLOPs and memory on a scaled synthetic graph")
+    b.add_argument("--model", default="stmgt")
+    b.add_argument("--nodes", type=int, default=62)
+    b.add_argument("--batch", type=int, default=32)
+    b.add_argument("--history", type=int, default=12)
+    b.add_argument("--horizon", type=int, default=12)
+    b.add_argument("--device", default="cpu", help="cpu or cuda")
+    b.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
+    b.add_argument("--compile", action="store_true", help="torch.compile the model")
+    b.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
+    b.add_argument("--peak", action="store_true", help="also measure the float32 matmul peak (GFLOP/s)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+
     m = sub.add_parser("demo", help="the main job: synthetic city -> train -> evaluate -> forecast")
     m.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     m.add_argument("--max-epochs", type=int, default=6, help="epochs (default 6: a few minutes on 2 cores)")
@@ -170,6 +183,23 @@ def _cmd_calibrate(a) -> int:
     return 0
 
 
+def _cmd_bench(a) -> int:
+    from stmgt.bench import bench, matmul_peak_gflops
+    from stmgt.errors import ConfigError
+
+    if a.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is visible to torch (install a CUDA build of torch)")
+    res = bench(a.model, a.nodes, a.batch, a.history, a.horizon, a.device, a.steps, a.precision, a.compile)
+    if a.peak:
+        res["matmul_peak_gflops"] = round(matmul_peak_gflops(device=a.device), 1)
+        res["fraction_of_peak"] = round(res["achieved_gflops"] / res["matmul_peak_gflops"], 3)
+    print(json.dumps(res) if a.json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+    return 0
+
+
 def _cmd_demo(a) -> int:
     from stmgt.config import load_config
     from stmgt.data.source import load_source
@@ -197,7 +227,7 @@ def _cmd_demo(a) -> int:
 
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-            "calibrate": _cmd_calibrate, "demo": _cmd_demo}
+            "calibrate": _cmd_calibrate, "bench": _cmd_bench, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,125 @@
+"""``stmgt bench``: training and inference speed, FLOPs and memory of a model on a scaled city.
+
+The graph is the synthetic city's road graph scaled to ``N`` nodes (about 2.3 directed edges
+per node); inputs are random in the model's layout with 3 weather covariates. One training
+step is AdamW with the mixture loss and gradient clipping, as in training.
+
+Figures reported:
+
+* ``params``; ``train_samples_per_s`` and ``infer_samples_per_s`` at batch ``B``;
+  ``infer_latency_ms_b1`` (one sample);
+* ``peak_memory_mb``: the process's peak resident memory (CPU) or the peak allocated GPU memory;
+* ``train_gflop_per_sample`` from ``torch.utils.flop_counter`` and ``achieved_gflops``
+  (that times the training samples per second).
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+
+import torch
+
+from stmgt.config import ModelConfig
+from stmgt.models import DataInfo, build_model
+from stmgt.testing import make_batch
+from stmgt.training.loss import mixture_loss
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Measured float32 matrix-multiply throughput (GFLOP/s) of this machine/device."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: int = 12, horizon: int = 12,
+          device: str = "cpu", steps: int = 5, precision: str = "32", compile: bool = False,
+          cfg: ModelConfig | None = None) -> dict:
+    """Measure one model configuration; returns the figures listed in the module docstring."""
+    from stmgt.data.synthetic import synthetic_graph
+
+    torch.manual_seed(0)
+    cfg = cfg or ModelConfig(name=model_name)
+    info = DataInfo(num_nodes=nodes, weather_dim=3, history=history, horizon=horizon)
+    model = build_model(cfg, info).to(device)
+    ei = torch.from_numpy(synthetic_graph(nodes, seed=0).edge_index).to(device)
+    b = make_batch(B=batch, T=history, H=horizon, N=nodes).to(device)
+    b1 = make_batch(B=1, T=history, H=horizon, N=nodes).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    fwd = torch.compile(model) if compile else model
+    amp = (torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
+           if precision == "bf16-mixed" else torch.autocast("cpu", enabled=False))
+
+    def train_step():
+        with amp:
+            d = fwd(b, ei)
+        loss, _ = mixture_loss(d, b.y, b.y_mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    model.train()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        train_step()
+    flops = fc.get_total_flops() / batch
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    gc.collect()
+    train_step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    _sync(device)
+    train_s = (time.perf_counter() - t) / steps
+    model.eval()
+    with torch.inference_mode(), amp:
+        fwd(b, ei)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            fwd(b, ei).mean
+        _sync(device)
+        infer_s = (time.perf_counter() - t) / steps
+        fwd(b1, ei)
+        t = time.perf_counter()
+        for _ in range(steps):
+            fwd(b1, ei).mean
+        _sync(device)
+        lat = (time.perf_counter() - t) / steps
+    peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _rss_mb()
+    return {
+        "model": cfg.name, "nodes": nodes, "edges": int(ei.shape[1]), "batch": batch, "history": history,
+        "horizon": horizon, "device": str(device), "precision": precision, "compile": compile,
+        "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
+        "train_step_ms": round(train_s * 1e3, 1),
+        "train_samples_per_s": round(batch / train_s, 2),
+        "infer_samples_per_s": round(batch / infer_s, 2),
+        "infer_latency_ms_b1": round(lat * 1e3, 2),
+        "peak_memory_mb": round(peak, 1),
+        "train_gflop_per_sample": round(flops / 1e9, 4),
+        "achieved_gflops": round(flops / 1e9 * batch / train_s, 2),
+    }
