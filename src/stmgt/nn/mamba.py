@@ -1,0 +1,404 @@
+"""Mamba: a selective state-space layer in plain PyTorch, with streaming.
+
+Gu and Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+arXiv:2312.00752 (2023). Parameter names follow the reference ``mamba_simple.py``
+(``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``), so
+weights of ``mamba-ssm`` and ``mambapy`` layers load directly.
+
+The selective scan, for every channel ``d`` and state ``n`` (``u`` input, ``delta > 0`` step size,
+``A < 0``, input-dependent ``B_t``, ``C_t``)::
+
+    h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t,        y_t = C_t . h_t + D u_t
+
+has four implementations that agree (tested in ``tests/nn/test_mamba.py``):
+
+* :func:`selective_scan_sequential`: the reference, one loop step per time step;
+* :func:`selective_scan_chunked` (default): closed form inside chunks of ``L`` steps from
+  cumulative sums ``S`` of ``delta * A``, the state carried from chunk to chunk. Only pairs
+  ``s < t`` are formed, so only ``S_t - S_s <= 0`` is exponentiated (no overflow at any ``L``);
+  in float32 the difference of cumulative sums loses about ``eps * |S|``, so the error grows
+  with ``L`` (measured 2.4e-6 relative at ``L = 16``, 2.2e-7 at ``L = 1``). Speed: the closed
+  form does about ``(L + 1) / 2`` times the loop's ``exp`` work in ``T / L`` steps instead of
+  ``T``; on CPU that never paid in measurements, so the automatic chunk there is 1 (one
+  vectorised step per time step, as fast as the loop); on CUDA it is chosen by :func:`auto_chunk`;
+* ``"mambapy"``: the parallel (Blelloch) scan of the ``mambapy`` package, if installed; it
+  materialises every state, ``[B', T, Di, N]``;
+* ``"cuda"``: ``selective_scan_fn`` of ``mamba-ssm`` (CUDA only), if installed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from stmgt.errors import ConfigError
+
+SCANS = ("chunked", "sequential", "mambapy", "cuda")
+
+#: Elements of the largest temporary of one chunk of :func:`selective_scan_chunked`
+#: (``B' * L(L-1)/2 * Di * N``); the automatic chunk length on CUDA keeps below it (2**23 floats =
+#: 32 MiB: about as long to stream through GPU memory as the launch overhead of the loop's kernels,
+#: a modelled trade-off, not yet measured on a GPU).
+CHUNK_ELEMENTS = 2**23
+#: Longest automatic chunk on CUDA. The float32 error of the closed form grows with the chunk
+#: (``exp`` of a difference of cumulative sums loses about ``eps * |S|``); see the tests.
+MAX_CHUNK = 16
+#: Automatic chunk on CPU. Measured on CPU, the closed form (``(L+1)/2`` times the arithmetic of
+#: the loop, mostly ``exp``) never beat chunk 1, i.e. one vectorised recurrence step per time step.
+CPU_CHUNK = 1
+
+
+class MambaState(NamedTuple):
+    """Recurrent state of one :class:`Mamba` layer for ``B'`` independent sequences.
+
+    * ``conv`` ``[B', d_inner, d_conv - 1]``: the last ``d_conv - 1`` inputs of the causal convolution;
+    * ``ssm`` ``[B', d_inner, d_state]``: the state ``h`` of the selective scan.
+    """
+
+    conv: Tensor
+    ssm: Tensor
+
+
+# ---------------------------------------------------------------------------------------- scans
+def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                              D: Tensor | None = None, h0: Tensor | None = None, return_state: bool = False):
+    """Reference selective scan: one step per loop iteration.
+
+    Args:
+        u: ``[B', T, Di]`` input; delta: ``[B', T, Di]`` positive step sizes; A: ``[Di, N]``;
+        B, C: ``[B', T, N]``; D: ``[Di]`` skip, or None; h0: ``[B', Di, N]`` initial state (zeros
+        when None); return_state: also return the final state.
+
+    Returns:
+        ``y [B', T, Di]``, and ``h_T [B', Di, N]`` with ``return_state=True``.
+    """
+    Bp, T, Di = u.shape
+    h = u.new_zeros(Bp, Di, A.shape[1]) if h0 is None else h0
+    ys = []
+    for t in range(T):
+        dt = delta[:, t, :, None]  # [B', Di, 1]
+        h = torch.exp(dt * A) * h + (dt * u[:, t, :, None]) * B[:, t, None, :]  # [B', Di, N]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+    y = torch.stack(ys, 1) if ys else u.new_zeros(Bp, 0, Di)  # [B', T, Di]
+    if D is not None:
+        y = y + u * D
+    return (y, h) if return_state else y
+
+
+def auto_chunk(batch: int, d_inner: int, d_state: int, length: int, device: torch.device | str = "cpu",
+               max_elements: int = CHUNK_ELEMENTS) -> int:
+    """Chunk length ``L`` of :func:`selective_scan_chunked` when none is given.
+
+    On CUDA: the largest ``L <= MAX_CHUNK`` whose temporaries ``batch * L(L-1)/2 * d_inner * d_state``
+    stay below ``max_elements``. On CPU: :data:`CPU_CHUNK`. Always between 1 and ``length``.
+    """
+    if torch.device(device).type == "cpu":
+        return max(1, min(CPU_CHUNK, length))
+    pairs = max_elements / max(1, batch * d_inner * d_state)
+    L = int((1 + math.sqrt(1 + 8 * pairs)) / 2)  # largest L with L(L-1)/2 <= pairs
+    return max(1, min(L, MAX_CHUNK, length))
+
+
+_PAIRS_CACHE: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+
+
+def _strict_pairs(L: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Pairs ``(t, s)`` with ``s < t < L``: two index vectors of length ``L(L-1)/2``."""
+    key = (L, str(device))
+    if key not in _PAIRS_CACHE:
+        ts = torch.tril_indices(L, L, offset=-1, device=device)
+        _PAIRS_CACHE[key] = (ts[0].contiguous(), ts[1].contiguous())
+    return _PAIRS_CACHE[key]
+
+
+def _scan_chunk(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                h0: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed form of the scan over one chunk of ``L`` steps, without the ``D`` skip.
+
+    ``u, delta [B', L, Di]``, ``B, C [B', L, N]``, ``h0 [B', Di, N]``
+    -> ``y [B', L, Di]``, ``h_L [B', Di, N]``.
+
+    With ``S_t = sum_{r<=t} delta_r A`` (inclusive cumulative sum inside the chunk) and
+    ``b_s = delta_s u_s B_s``: ``h_t = exp(S_t) h0 + b_t + sum_{s<t} exp(S_t - S_s) b_s``.
+    Only the ``L(L-1)/2`` pairs ``s < t`` are formed (the mask is applied by never forming the
+    others), so every exponent is ``S_t - S_s <= 0`` or ``S_t <= 0``: no overflow, whatever ``L``.
+    """
+    L = u.shape[1]
+    S = delta.unsqueeze(-1) * A  # [B', L, Di, N]
+    if L > 1:
+        S = torch.cumsum(S, dim=1)  # log-decay since the chunk start
+    b = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # [B', L, Di, N] input of each step
+    h = torch.addcmul(b, torch.exp(S), h0.unsqueeze(1))  # [B', L, Di, N] carried state + own input
+    if L > 1:
+        it, is_ = _strict_pairs(L, u.device)  # [P] each, P = L(L-1)/2
+        decay = torch.exp(S.index_select(1, it) - S.index_select(1, is_))  # [B', P, Di, N] exp(S_t - S_s)
+        h = h.index_add(1, it, decay * b.index_select(1, is_))  # [B', L, Di, N] + sum over s < t
+    y = torch.einsum("bldn,bln->bld", h, C)  # [B', L, Di]
+    return y, h[:, -1]
+
+
+def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                           h0: Tensor | None = None, return_state: bool = False, chunk: int | None = None,
+                           checkpoint: bool = False):
+    """Chunked selective scan: closed form inside chunks of ``chunk`` steps, state carried between them.
+
+    Same arguments and results as :func:`selective_scan_sequential`, plus:
+
+    Args:
+        chunk: steps per chunk (the last chunk may be shorter); default :func:`auto_chunk`, which
+            picks 1 on CPU and, on CUDA, bounds the largest temporary to :data:`CHUNK_ELEMENTS`.
+            Memory per chunk is ``O(B' * chunk^2 * Di * N)``; the arithmetic is about
+            ``(chunk + 1) / 2`` times the sequential scan's, in ``T / chunk`` vectorised steps instead
+            of ``T``.
+        checkpoint: when gradients are recorded, keep only each chunk's inputs and carried state and
+            recompute the chunk in the backward pass (``torch.utils.checkpoint``): training memory of
+            the scan drops from ``O(B' * T * chunk * Di * N)`` to ``O(B' * T * Di * N / chunk)``.
+    """
+    Bp, T, Di = u.shape
+    L = chunk if chunk is not None else auto_chunk(Bp, Di, A.shape[1], T, u.device)
+    if L < 1:
+        raise ConfigError(f"selective scan chunk must be at least 1, got {chunk}")
+    h = u.new_zeros(Bp, Di, A.shape[1]) if h0 is None else h0
+    use_ckpt = checkpoint and torch.is_grad_enabled() and L > 1  # with L = 1 the state is all it keeps
+    ys = []
+    for t0 in range(0, T, L):
+        args = (u[:, t0:t0 + L], delta[:, t0:t0 + L], A, B[:, t0:t0 + L], C[:, t0:t0 + L], h)
+        if use_ckpt:
+            y, h = _checkpoint(_scan_chunk, *args, use_reentrant=False)
+        else:
+            y, h = _scan_chunk(*args)
+        ys.append(y)
+    y = torch.cat(ys, 1) if ys else u.new_zeros(Bp, 0, Di)  # [B', T, Di]
+    if D is not None:
+        y = y + u * D
+    return (y, h) if return_state else y
+
+
+def selective_scan_mambapy(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                           h0: Tensor | None = None, return_state: bool = False):
+    """Selective scan by ``mambapy``'s parallel scan (``pip install mambapy``).
+
+    Same arguments and results as :func:`selective_scan_sequential`. Materialises every state,
+    ``[B', T, Di, N]``; an initial state enters through the first step's input.
+    """
+    pscan = _import_mambapy()
+    deltaA = torch.exp(delta.unsqueeze(-1) * A)  # [B', T, Di, N]
+    BX = (delta * u).unsqueeze(-1) * B.unsqueeze(2)  # [B', T, Di, N]
+    if h0 is not None and u.shape[1] > 0:
+        BX = torch.cat([BX[:, :1] + deltaA[:, :1] * h0.unsqueeze(1), BX[:, 1:]], 1)
+    hs = pscan(deltaA, BX)  # [B', T, Di, N]
+    y = torch.einsum("btdn,btn->btd", hs, C)
+    if D is not None:
+        y = y + u * D
+    if not return_state:
+        return y
+    if u.shape[1] > 0:
+        return y, hs[:, -1]
+    return y, (u.new_zeros(u.shape[0], u.shape[2], A.shape[1]) if h0 is None else h0)
+
+
+def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                        h0: Tensor | None = None, return_state: bool = False):
+    """Selective scan by ``mamba-ssm``'s fused CUDA kernel ``selective_scan_fn`` (CUDA tensors only).
+
+    Same arguments and results as :func:`selective_scan_sequential`. The kernel always starts
+    from a zero state, so with an initial state ``h0`` (continuing a stream) this falls back to
+    :func:`selective_scan_chunked`.
+    """
+    if h0 is not None:
+        return selective_scan_chunked(u, delta, A, B, C, D, h0=h0, return_state=return_state)
+    fn = _import_mamba_ssm()
+    if not u.is_cuda:
+        raise ConfigError("scan='cuda' needs tensors on a CUDA device: move the model with .cuda() "
+                          "or use scan='chunked'")
+    out = fn(u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.contiguous(),
+             B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+             None if D is None else D.contiguous(), return_last_state=return_state)
+    if return_state:
+        y, h = out
+        return y.transpose(1, 2), h
+    return out.transpose(1, 2)
+
+
+def _import_mambapy():
+    try:
+        from mambapy.pscan import pscan
+    except ImportError:
+        raise ConfigError("scan='mambapy' needs the mambapy package: pip install mambapy "
+                          "(or pip install 'stmgt[mamba]'), or use scan='chunked'") from None
+    return pscan
+
+
+def _import_mamba_ssm():
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ImportError:
+        raise ConfigError("scan='cuda' needs mamba-ssm on a CUDA machine: pip install mamba-ssm "
+                          "(built for your CUDA toolkit), or use scan='chunked'") from None
+    return selective_scan_fn
+
+
+def get_scan(name: str):
+    """The scan function called ``name`` (one of :data:`SCANS`); ConfigError when it is unknown or
+    its package is not installed."""
+    if name == "chunked":
+        return selective_scan_chunked
+    if name == "sequential":
+        return selective_scan_sequential
+    if name == "mambapy":
+        _import_mambapy()
+        return selective_scan_mambapy
+    if name == "cuda":
+        _import_mamba_ssm()
+        if not torch.cuda.is_available():
+            raise ConfigError("scan='cuda' needs a CUDA device, and none is available; use scan='chunked'")
+        return selective_scan_cuda
+    raise ConfigError(f"unknown Mamba scan {name!r}; choose one of {', '.join(SCANS)}")
+
+
+# ---------------------------------------------------------------------------------------- layer
+class Mamba(nn.Module):
+    """The Mamba layer (selective SSM block) of Gu and Dao, arXiv:2312.00752, Figure 3.
+
+    ``x -> in_proj -> (x, z)``; ``x -> causal depthwise conv1d -> SiLU -> selective scan`` with
+    input-dependent ``delta = softplus(dt_proj(.))``, ``B``, ``C`` from ``x_proj``;
+    ``y = scan(x) * SiLU(z) -> out_proj``. Initialisation as the reference: ``A = -exp(A_log)``
+    with S4D-real ``A_log = log(1..d_state)``, ``D = 1``, and the ``dt_proj`` bias the inverse
+    softplus of step sizes drawn log-uniformly in ``[dt_min, dt_max]``.
+
+    Args:
+        d_model: input and output features ``D``.
+        d_state: SSM state size ``N`` per channel (default 16).
+        d_conv: causal convolution width (default 4).
+        expand: ``d_inner = expand * d_model`` (default 2).
+        dt_rank: rank of the step-size projection; ``"auto"`` (default) is ``ceil(d_model / 16)``.
+        scan: ``"chunked"`` (default), ``"sequential"`` (reference loop), ``"mambapy"``
+            (``pip install mambapy``) or ``"cuda"`` (``mamba-ssm``, CUDA only).
+        dt_min, dt_max: range of the initial step sizes (default 1e-3, 1e-1).
+        dt_init_floor: smallest initial step size (default 1e-4).
+        chunk: chunk length of the chunked scan (default: automatic, see :func:`auto_chunk`).
+        checkpoint: recompute scan chunks in the backward pass to save memory (default False).
+        bias: bias of ``in_proj`` / ``out_proj`` (default False); conv_bias: of the convolution (True).
+
+    Shapes:
+        ``forward``: ``x [B', T, D] -> [B', T, D]`` (and the final :class:`MambaState` with
+        ``return_state=True``); ``step``: ``x_t [B', D] -> [B', D]``. Causal: output ``t``
+        depends on inputs ``<= t`` only.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", scan: str = "chunked", dt_min: float = 1e-3,
+                 dt_max: float = 1e-1, dt_init_floor: float = 1e-4, chunk: int | None = None,
+                 checkpoint: bool = False, bias: bool = False, conv_bias: bool = True):
+        super().__init__()
+        if d_conv < 1 or d_state < 1 or expand < 1 or d_model < 1:
+            raise ConfigError(f"Mamba sizes must be positive, got d_model={d_model} d_state={d_state}"
+                              f" d_conv={d_conv} expand={expand}")
+        if dt_rank == "auto":
+            dt_rank = math.ceil(d_model / 16)
+        if not isinstance(dt_rank, int) or dt_rank < 1:
+            raise ConfigError(f"Mamba dt_rank must be 'auto' or a positive int, got {dt_rank!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ConfigError(f"Mamba needs 0 < dt_min <= dt_max, got {dt_min} and {dt_max}")
+        self._scan = get_scan(scan)
+        self.scan, self.chunk, self.checkpoint = scan, chunk, checkpoint
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = di = expand * d_model
+        self.dt_rank = dt_rank
+        self.in_proj = nn.Linear(d_model, 2 * di, bias=bias)
+        self.conv1d = nn.Conv1d(di, di, d_conv, groups=di, bias=conv_bias)
+        self.x_proj = nn.Linear(di, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, di, bias=True)
+        self.A_log = nn.Parameter(torch.empty(di, d_state))
+        self.D = nn.Parameter(torch.empty(di))
+        self.out_proj = nn.Linear(di, d_model, bias=bias)
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
+        self.reset_ssm_parameters()
+
+    def reset_ssm_parameters(self) -> None:
+        """Reference initialisation of ``dt_proj``, ``A_log`` and ``D`` (the linear layers keep
+        PyTorch's default initialisation, as in ``mamba_simple.py``)."""
+        std = self.dt_rank ** -0.5
+        with torch.no_grad():
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+            lo, hi = math.log(self.dt_min), math.log(self.dt_max)
+            dt = torch.exp(torch.rand(self.d_inner) * (hi - lo) + lo).clamp(min=self.dt_init_floor)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            a = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+            self.A_log.copy_(torch.log(a).expand(self.d_inner, -1))
+            self.D.fill_(1.0)
+
+    # ------------------------------------------------------------------ state
+    def init_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
+        """Zero state of ``batch_size`` sequences: what ``forward`` starts from when given none."""
+        p = self.A_log
+        kw = {"device": device or p.device, "dtype": dtype or p.dtype}
+        return MambaState(torch.zeros(batch_size, self.d_inner, self.d_conv - 1, **kw),
+                          torch.zeros(batch_size, self.d_inner, self.d_state, **kw))
+
+    # ------------------------------------------------------------------ forward
+    def _conv(self, xs: Tensor) -> Tensor:
+        """Depthwise convolution of ``xs [B', Di, k + T]`` (``k = d_conv - 1`` steps of history first)
+        -> ``[B', Di, T]``: ``sum_j w[:, j] * xs[:, :, t + j]``, what ``self.conv1d`` computes, written
+        as ``d_conv`` multiply-adds because PyTorch's grouped ``conv1d`` is very slow on CPU for small
+        inputs."""
+        w = self.conv1d.weight[:, 0]  # [Di, d_conv]
+        T = xs.shape[2] - self.d_conv + 1
+        y = xs[:, :, :T] * w[:, :1]
+        for j in range(1, self.d_conv):
+            y = y + xs[:, :, j:j + T] * w[:, j:j + 1]
+        return y if self.conv1d.bias is None else y + self.conv1d.bias[:, None]
+
+    def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``x [..., Di]`` (after conv + SiLU) -> ``delta [..., Di]``, ``B, C [..., N]``."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.softplus(self.dt_proj(dt)), B, C
+
+    def forward(self, x: Tensor, state: MambaState | None = None, return_state: bool = False):
+        """``x [B', T, D] -> y [B', T, D]``; continue from ``state`` (zeros when None); with
+        ``return_state`` also return the state after the last step, from which a later call goes on."""
+        Bp, T, _ = x.shape
+        xs, z = self.in_proj(x).chunk(2, dim=-1)  # [B', T, Di] each
+        xs = xs.transpose(1, 2)  # [B', Di, T] channels first for the convolution
+        k = self.d_conv - 1
+        if state is None:
+            xs = F.pad(xs, (k, 0))  # [B', Di, k + T] zero history
+        else:
+            xs = torch.cat([state.conv.to(xs.dtype), xs], dim=2)  # [B', Di, k + T]
+        conv_state = xs[:, :, xs.shape[2] - k:]  # [B', Di, k] last k inputs, for the next call
+        xs = F.silu(self._conv(xs)).transpose(1, 2)  # [B', T, Di] causal conv output
+        delta, B, C = self._ssm_inputs(xs)
+        A = -torch.exp(self.A_log)  # [Di, N]
+        kw = {}
+        if self._scan is selective_scan_chunked:
+            kw = {"chunk": self.chunk, "checkpoint": self.checkpoint}
+        y, h = self._scan(xs, delta, A, B, C, self.D, h0=None if state is None else state.ssm,
+                          return_state=True, **kw)
+        y = self.out_proj(y * F.silu(z))  # [B', T, D]
+        return (y, MambaState(conv_state, h)) if return_state else y
+
+    def step(self, x_t: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """One time step: ``x_t [B', D]`` and the state -> ``y_t [B', D]`` and the new state.
+        Repeating it over ``T`` steps from :meth:`init_state` gives ``forward`` on the sequence."""
+        xs, z = self.in_proj(x_t).chunk(2, dim=-1)  # [B', Di] each
+        window = torch.cat([state.conv, xs.unsqueeze(-1)], dim=2)  # [B', Di, d_conv]
+        xs = F.silu((window * self.conv1d.weight.squeeze(1)).sum(-1)
+                    + (0 if self.conv1d.bias is None else self.conv1d.bias))  # [B', Di]
+        delta, B, C = self._ssm_inputs(xs)  # [B', Di], [B', N], [B', N]
+        A = -torch.exp(self.A_log)
+        dt = delta.unsqueeze(-1)  # [B', Di, 1]
+        h = torch.exp(dt * A) * state.ssm + (dt * xs.unsqueeze(-1)) * B.unsqueeze(1)  # [B', Di, N]
+        y = torch.einsum("bdn,bn->bd", h, C) + self.D * xs
+        y = self.out_proj(y * F.silu(z))
+        return y, MambaState(window[:, :, 1:], h)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand},"
+                f" dt_rank={self.dt_rank}, scan={self.scan!r}")
