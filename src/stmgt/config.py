@@ -100,6 +100,10 @@ class TrainConfig(_Section):
     entropy_reg: float = Field(0.001, ge=0)
     seed: int = 0
     devices: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    """Multi-process strategy; ``auto`` is DDP (one process per device) when ``devices > 1``."""
+    num_nodes: int = Field(1, ge=1)
+    """Machines for multi-node DDP (with ``torchrun`` or a cluster launcher)."""
     accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     limit_train_batches: float | int | None = None

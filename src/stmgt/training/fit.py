@@ -84,7 +84,8 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         max_epochs=t.max_epochs,
         accelerator="gpu" if t.accelerator == "cuda" else t.accelerator,
         devices=t.devices,
-        strategy="ddp" if t.devices > 1 else "auto",
+        strategy=("ddp" if t.devices * t.num_nodes > 1 else "auto") if t.strategy == "auto" else t.strategy,
+        num_nodes=t.num_nodes,
         precision=t.precision,
         gradient_clip_val=t.grad_clip,
         gradient_clip_algorithm="norm",
@@ -96,6 +97,9 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         limit_train_batches=t.limit_train_batches,
         default_root_dir=str(run.dir),
     )
+    if t.strategy == "ddp_spawn":
+        # tensors reach the spawned processes through files, not file descriptors
+        torch.multiprocessing.set_sharing_strategy("file_system")
     g = torch.Generator().manual_seed(t.seed)
     trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
                 ckpt_path=str(resume) if resume else None, weights_only=True)
