@@ -77,6 +77,9 @@ class ModelConfig(_Section):
     gat_v2: bool = False
     scan: Literal["chunked", "sequential", "mambapy", "cuda"] = "chunked"
     node_chunk: int | None = Field(None, ge=1)
+    """STMamba: run the Mamba phase over chunks of this many node sequences (bounds memory)."""
+    graph_chunk: int | None = Field(None, ge=1)
+    """STMamba: run the graph phase over chunks of this many (sample, step) graphs, recomputed in backward."""
 
     @model_validator(mode="after")
     def _heads(self):

@@ -64,7 +64,7 @@ class STMamba(ForecastModel):
             STMambaBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, d_state=cfg.d_state,
                          d_conv=cfg.d_conv, expand=cfg.expand, gat_v2=cfg.gat_v2, scan=cfg.scan,
                          node_chunk=cfg.node_chunk, spatial=cfg.spatial,
-                         graph_chunk=getattr(cfg, "graph_chunk", None))  # a ModelConfig field once added
+                         graph_chunk=cfg.graph_chunk)
             for _ in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)
