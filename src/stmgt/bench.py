@@ -101,13 +101,13 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
         _sync(device)
         t = time.perf_counter()
         for _ in range(steps):
-            fwd(b, ei).mean
+            _ = fwd(b, ei).mean
         _sync(device)
         infer_s = (time.perf_counter() - t) / steps
         fwd(b1, ei)
         t = time.perf_counter()
         for _ in range(steps):
-            fwd(b1, ei).mean
+            _ = fwd(b1, ei).mean
         _sync(device)
         lat = (time.perf_counter() - t) / steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _rss_mb()
