@@ -92,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("calibrate", help="fit a per-step spread correction on the validation split")
     k.add_argument("run_dir")
 
+    r = sub.add_parser("benchmark", help="train and evaluate several models x seeds under one protocol")
+    r.add_argument("--data", default="synthetic", help="'synthetic' or a dataset folder")
+    r.add_argument("--format", help="force the dataset format")
+    r.add_argument("--models", nargs="+", default=["last_value", "historical_average", "gru", "stid", "gwnet", "stmgt"])
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--protocol", choices=["standard", "tgcn"], default="standard")
+    r.add_argument("--config", help="YAML config applied to every model (model.name is set per model)")
+    r.add_argument("--max-epochs", type=int, help="epoch budget per run (default: the config's, 100)")
+    r.add_argument("--out", default="benchmarks/results", help="folder for <name>.json, <name>.md and runs/")
+    r.add_argument("--name", help="result file stem (default: the dataset folder name)")
+
     b = sub.add_parser("bench", help="training/inference speed, FLOPs and memory on a scaled synthetic graph")
     b.add_argument("--model", default="stmgt")
     b.add_argument("--nodes", type=int, default=62)
@@ -183,6 +194,14 @@ def _cmd_calibrate(a) -> int:
     return 0
 
 
+def _cmd_benchmark(a) -> int:
+    from stmgt.benchmark import run_benchmark
+
+    res = run_benchmark(a.data, a.models, a.seeds, a.out, a.name, a.protocol, a.config, a.max_epochs, a.format)
+    print(f"{len(res['runs'])} runs; table: {Path(a.out) / ((a.name or '') or '<dataset>')}.md")
+    return 0
+
+
 def _cmd_bench(a) -> int:
     from stmgt.bench import bench, matmul_peak_gflops
     from stmgt.errors import ConfigError
@@ -227,7 +246,8 @@ def _cmd_demo(a) -> int:
 
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-            "calibrate": _cmd_calibrate, "bench": _cmd_bench, "demo": _cmd_demo}
+            "calibrate": _cmd_calibrate, "benchmark": _cmd_benchmark,
+            "bench": _cmd_bench, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
