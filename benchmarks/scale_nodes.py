@@ -37,7 +37,8 @@ def main() -> None:
     md = ["# STMGT training step against the number of roads", "",
           f"Batch {a.batch}, history 12, default model (hidden 96, 3 blocks), synthetic road graph with about 2.3 "
           "directed edges per node; one process per N.", "",
-          "| N | edges | train step (ms) | ms per node | peak memory (MB) | GFLOP per sample |", "|---|---|---|---|---|---|"]
+          "| N | edges | train step (ms) | ms per node | peak memory (MB) | GFLOP per sample |",
+          "|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             md.append(f"| {r['nodes']} | | failed: {r['error']} | | | |")

@@ -104,8 +104,9 @@ def markdown(res: dict) -> str:
                 su = f"{x['train_samples_per_s'] / ref['train_samples_per_s']:.2f}x"
                 iu = f"{x['infer_samples_per_s'] / ref['infer_samples_per_s']:.2f}x"
             mem = x.get("peak_memory_mb", "")
-            lines.append(f"| {r['nodes']} | {name} | {x['train_samples_per_s']:.2f} | {x['infer_samples_per_s']:.2f} | "
-                         f"{x['train_gflop_per_sample']:.3f} | {ach:.1f} | {100 * ach / peak:.0f}% | {mem} | {su} | {iu} |")
+            lines.append(f"| {r['nodes']} | {name} | {x['train_samples_per_s']:.2f} | "
+                         f"{x['infer_samples_per_s']:.2f} | {x['train_gflop_per_sample']:.3f} | {ach:.1f} | "
+                         f"{100 * ach / peak:.0f}% | {mem} | {su} | {iu} |")
     lines += ["", "Regenerate: `python benchmarks/speed.py` (needs `../shared/bench/seed_reference.py` and "
               "`torch_geometric` for the reference)."]
     return "\n".join(lines) + "\n"
