@@ -54,12 +54,12 @@ def _rss_mb() -> float:
 
 def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: int = 12, horizon: int = 12,
           device: str = "cpu", steps: int = 5, precision: str = "32", compile: bool = False,
-          cfg: ModelConfig | None = None) -> dict:
+          cfg: ModelConfig | None = None, checkpoint: bool = False) -> dict:
     """Measure one model configuration; returns the figures listed in the module docstring."""
     from stmgt.data.synthetic import synthetic_graph
 
     torch.manual_seed(0)
-    cfg = cfg or ModelConfig(name=model_name)
+    cfg = cfg or ModelConfig(name=model_name, checkpoint=checkpoint)
     info = DataInfo(num_nodes=nodes, weather_dim=3, history=history, horizon=horizon)
     model = build_model(cfg, info).to(device)
     ei = torch.from_numpy(synthetic_graph(nodes, seed=0).edge_index).to(device)
@@ -114,6 +114,7 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
     return {
         "model": cfg.name, "nodes": nodes, "edges": int(ei.shape[1]), "batch": batch, "history": history,
         "horizon": horizon, "device": str(device), "precision": precision, "compile": compile,
+        "checkpoint": cfg.checkpoint,
         "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
         "train_step_ms": round(train_s * 1e3, 1),
         "train_samples_per_s": round(batch / train_s, 2),

@@ -68,6 +68,8 @@ class ModelConfig(_Section):
     """Time-of-day and day-of-week embeddings in the input embedding."""
     node_embedding: bool = False
     """A learned per-node embedding in the input embedding."""
+    checkpoint: bool = False
+    """Recompute each block's activations in the backward pass (less memory, ~1/3 more time): large graphs."""
     anchor_last: bool = True
     """Mixture means are offsets from each node's last observed reading (False: the document's head)."""
     # STMamba

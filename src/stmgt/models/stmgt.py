@@ -8,7 +8,9 @@ weather tokens; a K-component Gaussian-mixture head.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from stmgt.config import ModelConfig
 from stmgt.data.windows import Batch
@@ -90,7 +92,11 @@ class STMGT(ForecastModel):
         h = self.embedding(batch.x, batch.x_mask, batch.tod[:, :T], batch.dow[:, :T])  # [B, T, N, D]
         gates, atts = [], []
         for block in self.blocks:
-            h, alpha, att = block(h, edge_index, return_attention=self.keep_details)
+            if self.cfg.checkpoint and self.training and torch.is_grad_enabled():
+                # the same numbers (the RNG state is replayed), activations recomputed in backward
+                h, alpha, att = checkpoint(block, h, edge_index, self.keep_details, use_reentrant=False)
+            else:
+                h, alpha, att = block(h, edge_index, return_attention=self.keep_details)
             if self.keep_details:
                 gates.append(alpha)
                 atts.append(att)
