@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("path", help="dataset folder or file")
     c.add_argument("--format", help="force the format")
     f = dsub.add_parser("fetch", help="download a public benchmark dataset (sha256-checked, resumable)")
-    f.add_argument("name", help="dataset name (see `stmgt data fetch list`)")
+    f.add_argument("name", help="dataset name: los_loop, metr_la_graph, montevideo_bus, i94, birmingham_parking, "
+                                "nyc_taxi_od")
     f.add_argument("--dir", required=True, help="destination folder")
 
     t = sub.add_parser("train", help="train a model into a run folder")
