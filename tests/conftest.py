@@ -1,21 +1,10 @@
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-def shared(name: str) -> Path:
-    """Path of a shared dataset folder; skips the test when ../shared/data is not beside the repo."""
-    p = SHARED_DATA / name
-    if not p.exists():
-        pytest.skip(f"{p} not present (real datasets live in ../shared/data beside the repo; CI has them)")
-    return p
 
 
 @pytest.fixture

@@ -58,8 +58,7 @@ class STMamba(ForecastModel):
     def __init__(self, cfg: ModelConfig, info: DataInfo):
         super().__init__()
         self.cfg, self.info = cfg, info
-        self.embedding = InputEmbedding(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
-                                        info.num_nodes if cfg.node_embedding else 0)
+        self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
             STMambaBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, d_state=cfg.d_state,
                          d_conv=cfg.d_conv, expand=cfg.expand, gat_v2=cfg.gat_v2, scan=cfg.scan,

@@ -78,8 +78,7 @@ class STMGT(ForecastModel):
     def __init__(self, cfg: ModelConfig, info: DataInfo):
         super().__init__()
         self.cfg, self.info = cfg, info
-        self.embedding = InputEmbedding(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
-                                        info.num_nodes if cfg.node_embedding else 0)
+        self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
             STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial) for _ in range(cfg.blocks)
         )

@@ -40,6 +40,12 @@ class InputEmbedding(nn.Module):
             if e is not None:
                 nn.init.normal_(e.weight, std=1 / math.sqrt(hidden))
 
+    @classmethod
+    def from_config(cls, cfg, info) -> InputEmbedding:
+        """Built from a :class:`~stmgt.config.ModelConfig` and a :class:`~stmgt.models.base.DataInfo`."""
+        return cls(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
+                   info.num_nodes if cfg.node_embedding else 0)
+
     def forward(self, x: Tensor, mask: Tensor, tod: Tensor | None = None, dow: Tensor | None = None) -> Tensor:
         h = self.linear(torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1))  # [B, T, N, D]
         if self.tod is not None and tod is not None:
