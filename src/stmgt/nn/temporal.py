@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stmgt.nn.dropout import FastDropout
+from stmgt.nn.dropout import FastDropout, fast_dropout
 from stmgt.nn.positional import PositionalEncoding
 
 
@@ -44,8 +45,13 @@ class TemporalBranch(nn.Module):
         a = self.attention
         qkv = F.linear(x, a.in_proj_weight, a.in_proj_bias)  # [B', T, 3D]
         q, k, v = qkv.view(Bp, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each [B', H, T, D/H]
-        p = self.dropout if self.training else 0.0
-        o = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # [B', H, T, D/H]
+        if self.training and self.dropout > 0:
+            # explicit attention so that the probabilities get the cheap dropout (the CPU SDPA
+            # kernel falls back to a slow path with Bernoulli draws when dropout is on)
+            att = torch.softmax((q * (q.shape[-1] ** -0.5)) @ k.transpose(-1, -2), dim=-1)  # [B', H, T, T]
+            o = fast_dropout(att, self.dropout) @ v  # [B', H, T, D/H]
+        else:
+            o = F.scaled_dot_product_attention(q, k, v)  # [B', H, T, D/H]
         return a.out_proj(o.transpose(1, 2).reshape(Bp, T, D))
 
     def forward(self, x: Tensor) -> Tensor:
