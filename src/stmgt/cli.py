@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="the main job: synthetic city -> train -> evaluate -> forecast")
     m.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    m.add_argument("--max-epochs", type=int, default=6, help="epochs (default 6: a few minutes on 2 cores)")
-    m.add_argument("--days", type=float, default=14, help="days of synthetic data (default 14)")
+    m.add_argument("--max-epochs", type=int, default=5, help="epochs (default 5: about 10 minutes on 2 cores)")
+    m.add_argument("--days", type=float, default=10, help="days of synthetic data (default 10)")
     m.add_argument("--seed", type=int, default=0)
     return ap
 
