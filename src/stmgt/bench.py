@@ -59,7 +59,7 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
     from stmgt.data.synthetic import synthetic_graph
 
     torch.manual_seed(0)
-    cfg = cfg or ModelConfig(name=model_name, checkpoint=checkpoint)
+    cfg = cfg or ModelConfig(name=model_name, checkpoint=checkpoint, checkpoint_chunk=1 if checkpoint else None)
     info = DataInfo(num_nodes=nodes, weather_dim=3, history=history, horizon=horizon)
     model = build_model(cfg, info).to(device)
     ei = torch.from_numpy(synthetic_graph(nodes, seed=0).edge_index).to(device)

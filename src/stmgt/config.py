@@ -70,6 +70,8 @@ class ModelConfig(_Section):
     """A learned per-node embedding in the input embedding."""
     checkpoint: bool = False
     """Recompute each block's activations in the backward pass (less memory, ~1/3 more time): large graphs."""
+    checkpoint_chunk: int | None = Field(None, ge=1)
+    """With ``checkpoint``: run each block over chunks of this many samples (bounds memory on huge graphs)."""
     anchor_last: bool = True
     """Mixture means are offsets from each node's last observed reading (False: the document's head)."""
     # STMamba

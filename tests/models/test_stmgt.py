@@ -97,3 +97,22 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients():
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for g1, g2 in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_checkpointing_equals_the_plain_model_without_dropout():
+    torch.manual_seed(0)
+    N = 5
+    info = DataInfo(num_nodes=N, weather_dim=3)
+    cfg = dict(hidden=16, heads=2, blocks=2, dropout=0.0, drop_edge=0.0)
+    plain = build_model(ModelConfig(**cfg), info)
+    ck = build_model(ModelConfig(**cfg, checkpoint=True, checkpoint_chunk=1), info)
+    ck.load_state_dict(plain.state_dict())
+    b = make_batch(B=3, N=N)
+    out = []
+    for m in (plain, ck):
+        d = m(b, ring_graph(N))
+        (-d.log_prob(b.y).mean()).backward()
+        out.append((d.mean.detach(), [p.grad.clone() for p in m.parameters()]))
+    torch.testing.assert_close(out[0][0], out[1][0], atol=1e-5, rtol=1e-5)
+    for g1, g2 in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)

@@ -92,8 +92,14 @@ class STMGT(ForecastModel):
         gates, atts = [], []
         for block in self.blocks:
             if self.cfg.checkpoint and self.training and torch.is_grad_enabled():
-                # the same numbers (the RNG state is replayed), activations recomputed in backward
-                h, alpha, att = checkpoint(block, h, edge_index, self.keep_details, use_reentrant=False)
+                # the same numbers (the RNG state is replayed), activations recomputed in backward;
+                # samples are independent inside a block, so it can also run over chunks of the batch
+                c = self.cfg.checkpoint_chunk or h.shape[0]
+                parts = [checkpoint(block, h[i:i + c], edge_index, self.keep_details, use_reentrant=False)
+                         for i in range(0, h.shape[0], c)]
+                h = torch.cat([p[0] for p in parts])
+                alpha = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
+                att = parts[0][2] if len(parts) == 1 else None
             else:
                 h, alpha, att = block(h, edge_index, return_attention=self.keep_details)
             if self.keep_details:
