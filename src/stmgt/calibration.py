@@ -4,7 +4,7 @@ For each horizon step ``h`` a spread factor ``s_h`` widens or narrows the mixtur
 mean (:meth:`GaussianMixture.scale_spread`: the mean, hence MAE, is unchanged). ``s_h`` is
 chosen on the validation split to bring the empirical coverage of the central 80% and 90%
 intervals to nominal (the sum of the two absolute coverage errors is minimised over a
-log-spaced grid; ties go to the lower CRPS). Stored as ``calibration.json`` in the run folder
+log-spaced grid; the first, smallest factor wins a tie). Stored as ``calibration.json`` in the run folder
 and applied by ``stmgt evaluate`` and ``stmgt predict``.
 """
 
@@ -32,12 +32,16 @@ def spread_calibrator(factors) -> callable:
     return apply
 
 
+def stored_calibrator(run_dir: str | Path):
+    """The run's stored calibration as ``(dist, batch) -> dist``, or None when it has none."""
+    p = Path(run_dir) / FILE
+    return spread_calibrator(json.loads(p.read_text())["factors"]) if p.is_file() else None
+
+
 def apply_stored(run, dist: GaussianMixture) -> GaussianMixture:
     """Apply the run's stored calibration to a data-unit forecast, if it has one."""
-    p = Path(run.dir) / FILE
-    if not p.is_file():
-        return dist
-    return spread_calibrator(json.loads(p.read_text())["factors"])(dist)
+    cal = stored_calibrator(run.dir)
+    return dist if cal is None else cal(dist)
 
 
 @torch.no_grad()
@@ -55,16 +59,16 @@ def fit_spread_factors(dists: list[GaussianMixture], ys: list[torch.Tensor], mas
         # standardised deviations: the coverage at factor s is P(|y - mean| <= s * half-width)
         lo_hi = {lv: dh.interval(lv) for lv in LEVELS}
         mean = dh.mean
-        best, best_key = 1.0, None
+        best, best_err = 1.0, None
         for s in grid:
             err = 0.0
             for lv in LEVELS:
                 lo, hi = lo_hi[lv]
                 inside = (yh >= mean + s * (lo - mean)) & (yh <= mean + s * (hi - mean))
                 err += abs(float(inside[mh].float().mean()) - lv)
-            key = (round(err, 4), 0.0)
-            if best_key is None or key < best_key:
-                best, best_key = float(s), key
+            err = round(err, 4)
+            if best_err is None or err < best_err:
+                best, best_err = float(s), err
         factors[h] = best
     return factors
 

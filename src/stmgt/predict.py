@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stmgt.data.loaders.city import _numeric, _read_table, _timestamps
 from stmgt.data.panel import Panel
 from stmgt.data.windows import Batch, PanelTensors
 from stmgt.errors import DataError
@@ -27,13 +28,11 @@ QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or parquet file, with the same one-line errors as the your-own-city loader."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    try:
-        return pd.read_parquet(p) if p.suffix.lower() in (".parquet", ".pq") else pd.read_csv(p)
-    except Exception as e:  # noqa: BLE001 - pandas raises many types for a malformed file
-        raise DataError(f"{p}: cannot be read as {'parquet' if p.suffix == '.parquet' else 'CSV'} ({e})") from None
+    return _read_table(p, text_columns=("node_id",))
 
 
 def recent_panel(run: Run, path: str | Path) -> Panel:
@@ -43,15 +42,9 @@ def recent_panel(run: Run, path: str | Path) -> Panel:
     need = {"timestamp", "node_id", "value"}
     if not need <= set(df.columns):
         raise DataError(f"{path}: needs columns timestamp,node_id,value; found {','.join(map(str, df.columns))}")
-    try:
-        ts = pd.to_datetime(df["timestamp"])
-    except (ValueError, TypeError):
-        bad = next(i for i, v in enumerate(df["timestamp"]) if pd.isna(pd.to_datetime(v, errors="coerce")))
-        raise DataError(f"{path}: row {bad + 2}: timestamp {df['timestamp'].iloc[bad]!r} is not a date/time") from None
-    values = pd.to_numeric(df["value"], errors="coerce")
-    if values.isna().any() and not df["value"].isna().equals(values.isna()):
-        bad = int(np.argmax(values.isna().to_numpy() & df["value"].notna().to_numpy()))
-        raise DataError(f"{path}: row {bad + 2}: value {df['value'].iloc[bad]!r} is not a number")
+    name = Path(path).name
+    ts = _timestamps(df["timestamp"], name)
+    values = pd.Series(_numeric(df["value"], name, "value", allow_missing=True))
     node_ids = [str(n) for n in meta["node_ids"]]
     known = set(node_ids)
     unknown = sorted(set(df["node_id"].astype(str)) - known)
@@ -59,7 +52,7 @@ def recent_panel(run: Run, path: str | Path) -> Panel:
         raise DataError(f"{path}: node_id {unknown[0]!r} is not a node of this run ({len(unknown)} unknown);"
                         " use the node ids the model was trained on")
     step = pd.Timedelta(minutes=meta["interval_minutes"])
-    end = ts.max().floor(step) if ts.max() != ts.max().floor(step) else ts.max()
+    end = ts.max().floor(step)
     grid = pd.date_range(end=end, periods=meta["history"], freq=step)
     frame = pd.DataFrame({"t": ts.dt.floor(step), "node": df["node_id"].astype(str), "v": values})
     wide = frame.pivot_table(index="t", columns="node", values="v", aggfunc="mean").reindex(index=grid,
@@ -72,7 +65,7 @@ def recent_panel(run: Run, path: str | Path) -> Panel:
         missing = [c for c in names if c not in df.columns]
         if missing:
             raise DataError(f"{path}: the model was trained with covariates {names}; column {missing[0]!r} is missing")
-        c = pd.DataFrame({"t": ts.dt.floor(step), **{n: pd.to_numeric(df[n], errors="coerce") for n in names}})
+        c = pd.DataFrame({"t": ts.dt.floor(step), **{n: _numeric(df[n], name, n, allow_missing=True) for n in names}})
         cov = c.groupby("t").mean().reindex(grid).ffill().bfill()
         if cov.isna().any().any():
             raise DataError(f"{path}: covariates have no value in the last {meta['history']} steps")

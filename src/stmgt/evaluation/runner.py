@@ -27,18 +27,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", plots: bool = True, p
     """Evaluate the run's model and the reference baselines on ``split``; write ``metrics.json``,
     ``report.md`` and ``figures/``. Returns the metrics dict (the model's metrics at the top level,
     the baselines under ``"baselines"``)."""
-    from stmgt.calibration import FILE as CAL_FILE
-    from stmgt.calibration import (
-        calibrate_run,  # noqa: F401  (documented entry point next to this one)
-        spread_calibrator,
-    )
+    from stmgt.calibration import stored_calibrator
 
     run = Run(run_dir)
     cfg = run.config()
     data = run.data(panel)
     model = run.model()
-    cal_path = run.dir / CAL_FILE
-    calibration = spread_calibrator(json.loads(cal_path.read_text())["factors"]) if cal_path.is_file() else None
+    calibration = stored_calibrator(run.dir)
     metrics, fc = forecast_split(model, data, split, keep=plots, progress=progress)
     res = {"model": cfg.model.name, "split": split, "data": data.panel.name, "units": data.panel.units, **metrics}
     if calibration is not None:
