@@ -23,3 +23,23 @@ def test_benchmark_writes_json_and_mean_std_table(tmp_path):
     # resumable: a second call trains nothing new and keeps the results
     assert main(argv) == 0
     assert json.loads((tmp_path / "tiny.json").read_text())["runs"] == res["runs"]
+
+
+def test_benchmark_leaves_a_run_another_process_holds_and_merges_results(tmp_path):
+    """Parallel ``stmgt benchmark`` processes share one results file: a run whose folder another
+    process has claimed is skipped, and runs written meanwhile by others are kept."""
+    from stmgt.benchmark import _claim
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {synthetic: {nodes: 4, days: 2}}\ntrain: {num_threads: 1}\n")
+    argv = ["benchmark", "--models", "last_value", "--seeds", "2", "--config", str(cfg), "--out", str(tmp_path),
+            "--name", "par"]
+    (tmp_path / "par.json").write_text(json.dumps({"runs": {"other/seed0": {"mae": {"avg": 1.0}}}}))
+    held = _claim(tmp_path / "runs" / "par" / "last_value" / "seed1")  # as if another process trains it
+    assert held is not None
+    assert main(argv) == 0
+    assert set(json.loads((tmp_path / "par.json").read_text())["runs"]) == {"other/seed0", "last_value/seed0"}
+    held.close()  # that process ends (or crashes): the next call takes the run up
+    assert main(argv) == 0
+    assert set(json.loads((tmp_path / "par.json").read_text())["runs"]) == {
+        "other/seed0", "last_value/seed0", "last_value/seed1"}

@@ -15,8 +15,10 @@ Protocols:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from stmgt.config import load_config
@@ -42,6 +44,36 @@ def protocol_text(protocol: str, panel_name: str, cfg) -> str:
             f"sample std over seeds.{pooled}")
 
 
+@contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on ``path.lock`` so that parallel ``stmgt benchmark`` processes
+    (e.g. one per model) can share one results file without losing each other's runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _claim(run_dir: Path):
+    """An open, exclusively locked ``run_dir/.running`` file, or None when another process holds it.
+    The lock goes with the process, so a crashed run is simply taken up again by the next call."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / ".running", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"runs": {}}
+
+
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
                   name: str | None = None, protocol: str = "standard", config: str | None = None,
                   max_epochs: int | None = None, data_format: str | None = None) -> dict:
@@ -53,22 +85,27 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     stem = Path(data).name if data != "synthetic" else "synthetic"
     name = name or (stem if protocol == "standard" else f"{stem}_{protocol}")
     path = out / f"{name}.json"
-    res = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    res = _read(path)
     res.update({"data": data, "protocol": protocol, "protocol_text": protocol_text(protocol, panel.name, cfg0)})
     for model in models:
         for seed in range(seeds):
             key = f"{model}/seed{seed}"
-            if key in res["runs"]:
-                continue  # resumable: finished runs are kept
+            run_dir = out / "runs" / name / model / f"seed{seed}"
+            claim = _claim(run_dir)
+            if key in _read(path)["runs"] or claim is None:
+                continue  # resumable: finished runs are kept; a run another process is doing is left to it
             cfg = load_config(config, {**base, "model.name": model, "train.seed": seed})
             t0 = time.perf_counter()
-            run = fit(cfg, out / "runs" / name / model / f"seed{seed}", panel=panel)
-            metrics, _ = forecast_split(run.model(), run.data(panel), "test")
+            with claim:
+                run = fit(cfg, run_dir, panel=panel)
+                metrics, _ = forecast_split(run.model(), run.data(panel), "test")
             metrics["train_seconds"] = time.perf_counter() - t0
-            res["runs"][key] = metrics
-            out.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(res, indent=1))
+            with _locked(path):  # merge with runs other processes finished meanwhile
+                res["runs"] = {**_read(path)["runs"], key: metrics}
+                path.write_text(json.dumps(res, indent=1))
             print(f"{key}: MAE avg {metrics['mae']['avg']:.3f} ({metrics['train_seconds']:.0f}s)", flush=True)
+    with _locked(path):
+        res["runs"] = {**res["runs"], **_read(path)["runs"]}
     rows = {}
     for key, m in res["runs"].items():
         rows.setdefault(key.split("/")[0], []).append(m)
