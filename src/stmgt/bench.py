@@ -23,6 +23,7 @@ import torch
 
 from stmgt.config import ModelConfig
 from stmgt.models import DataInfo, build_model
+from stmgt.runtime import keep_freed_memory
 from stmgt.testing import make_batch
 from stmgt.training.loss import mixture_loss
 
@@ -54,9 +55,13 @@ def _rss_mb() -> float:
 
 def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: int = 12, horizon: int = 12,
           device: str = "cpu", steps: int = 5, precision: str = "32", compile: bool = False,
-          cfg: ModelConfig | None = None, checkpoint: bool = False) -> dict:
-    """Measure one model configuration; returns the figures listed in the module docstring."""
+          cfg: ModelConfig | None = None, checkpoint: bool = False, keep_memory: bool = True) -> dict:
+    """Measure one model configuration; returns the figures listed in the module docstring.
+    ``keep_memory`` keeps freed memory for reuse as training does (:mod:`stmgt.runtime`)."""
     from stmgt.data.synthetic import synthetic_graph
+
+    if keep_memory:
+        keep_freed_memory()
 
     torch.manual_seed(0)
     cfg = cfg or ModelConfig(name=model_name, checkpoint=checkpoint, checkpoint_chunk=1 if checkpoint else None)

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compile", action="store_true", help="torch.compile the model")
     b.add_argument("--checkpoint", action="store_true", help="recompute block activations in backward (memory)")
     b.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
+    b.add_argument("--return-memory", action="store_true",
+                   help="let malloc unmap freed blocks (glibc default) instead of keeping them for reuse")
     b.add_argument("--peak", action="store_true", help="also measure the float32 matmul peak (GFLOP/s)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -214,7 +216,7 @@ def _cmd_bench(a) -> int:
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is visible to torch (install a CUDA build of torch)")
     res = bench(a.model, a.nodes, a.batch, a.history, a.horizon, a.device, a.steps, a.precision, a.compile,
-                checkpoint=a.checkpoint)
+                checkpoint=a.checkpoint, keep_memory=not a.return_memory)
     if a.peak:
         res["matmul_peak_gflops"] = round(matmul_peak_gflops(device=a.device), 1)
         res["fraction_of_peak"] = round(res["achieved_gflops"] / res["matmul_peak_gflops"], 3)

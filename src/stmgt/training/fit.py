@@ -18,6 +18,7 @@ from stmgt.data.windows import PanelData
 from stmgt.errors import RunError
 from stmgt.models import build_model
 from stmgt.run import Run, data_info
+from stmgt.runtime import keep_freed_memory
 from stmgt.training.module import ForecastTask
 
 
@@ -62,6 +63,8 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
+    if t.keep_freed_memory:
+        keep_freed_memory()
     L.seed_everything(t.seed, workers=True, verbose=False)
     panel = panel if panel is not None else load_source(cfg.data)
     data = PanelData(panel, cfg.data.history, cfg.data.horizon, cfg.data.split, t.batch_size)
