@@ -8,9 +8,11 @@ Los-loop, STMGT batch 32, 1 thread, 57 s of kernel time against 51 s of user tim
 and 2.5x shorter steps with mapping disabled (20.7 s -> 8.2 s), for ~20% more resident memory
 (freed blocks stay in the heap for the next step, as PyTorch's CUDA caching allocator does on GPU).
 
-:func:`keep_freed_memory` sets ``M_MMAP_MAX = 0`` (no mmap-backed blocks) and a very large
-``M_TRIM_THRESHOLD`` through ``mallopt``; the same effect as starting Python with
-``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``. It is a no-op off glibc (macOS, Windows, musl).
+:func:`keep_freed_memory` sets ``M_MMAP_MAX = 0`` (no mmap-backed blocks) and ``M_TRIM_THRESHOLD = -1``
+(never give the top of the heap back) through ``mallopt``; the same effect as starting Python with
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1``. A finite trim threshold is not enough: mallopt takes an
+``int``, and at 2 GiB the heap of a Los-loop step was still trimmed and faulted back in every few steps
+(2 GB of page faults, +3 s on a 5 s step). It is a no-op off glibc (macOS, Windows, musl).
 ``stmgt train``, ``benchmark`` and ``bench`` call it unless ``train.keep_freed_memory`` is false.
 """
 
@@ -37,5 +39,5 @@ def keep_freed_memory() -> bool:
             except (OSError, AttributeError):  # not glibc
                 return False
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            _DONE = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+            _DONE = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
     return _DONE
