@@ -112,6 +112,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     horizons = (3,) if protocol == "tgcn" else (3, 6, 12)
     md = [f"# Benchmark: {name}", "", res["protocol_text"], "", metrics_table_markdown(rows, horizons=horizons), "",
           probabilistic_table_markdown(rows), "", f"Regenerate: `stmgt benchmark --data {data} --models "
-          f"{' '.join(rows)} --seeds {seeds} --protocol {protocol}`."]
+          f"{' '.join(rows)} --seeds {seeds} --protocol {protocol}"
+          + (f" --config {config}" if config else "") + "`."]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     return res
