@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from stmgt.config import load_config
@@ -44,30 +43,28 @@ def protocol_text(protocol: str, panel_name: str, cfg) -> str:
             f"sample std over seeds.{pooled}")
 
 
-@contextmanager
-def _locked(path: Path):
-    """Hold an exclusive lock on ``path.lock`` so that parallel ``stmgt benchmark`` processes
-    (e.g. one per model) can share one results file without losing each other's runs."""
+def _flock(path: Path, wait: bool):
+    """``path`` opened and exclusively ``flock``-ed; None when ``wait`` is False and another process
+    holds it. The lock goes with the process, so a crashed holder never blocks anyone."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _claim(run_dir: Path):
-    """An open, exclusively locked ``run_dir/.running`` file, or None when another process holds it.
-    The lock goes with the process, so a crashed run is simply taken up again by the next call."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(run_dir / ".running", "w")
+    fh = open(path, "w")
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
         return None
     return fh
+
+
+def _locked(path: Path):
+    """Lock on ``path.lock`` (a context manager) so that parallel ``stmgt benchmark`` processes
+    (e.g. one per model) can share one results file without losing each other's runs."""
+    return _flock(path.with_suffix(".lock"), wait=True)
+
+
+def _claim(run_dir: Path):
+    """``run_dir/.running`` locked for this process, or None when another process is training that run."""
+    return _flock(run_dir / ".running", wait=False)
 
 
 def _read(path: Path) -> dict:
@@ -91,9 +88,11 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
         for seed in range(seeds):
             key = f"{model}/seed{seed}"
             run_dir = out / "runs" / name / model / f"seed{seed}"
+            if key in _read(path)["runs"]:
+                continue  # resumable: finished runs are kept
             claim = _claim(run_dir)
-            if key in _read(path)["runs"] or claim is None:
-                continue  # resumable: finished runs are kept; a run another process is doing is left to it
+            if claim is None:
+                continue  # another process is training this run
             cfg = load_config(config, {**base, "model.name": model, "train.seed": seed})
             t0 = time.perf_counter()
             with claim:
