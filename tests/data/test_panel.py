@@ -25,6 +25,14 @@ def test_valid_panel_normalises_shapes_and_masks_nan():
     assert p.node_ids == ["0", "1", "2"] and p.interval_minutes == 5
 
 
+def test_summary_line():
+    v = np.ones((20, 3))
+    v[0, 0] = np.nan
+    assert _panel(values=v, name="c").summary() == (
+        "c: 20 steps x 3 nodes x 1 channels, every 5 min from 2024-01-01 00:00:00; 2 edges; 98.3% observed;"
+        " covariates: none")
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(values=np.ones((20,))), "values must be"),
     (dict(values=np.ones((20, 3)), mask=np.ones((20, 2), bool)), "mask has shape"),

@@ -230,7 +230,8 @@ class Panel:
     def summary(self) -> str:
         return (
             f"{self.name}: {self.num_steps} steps x {self.num_nodes} nodes x {self.num_channels} channels,"
-            f" every {self.interval_minutes:g} min from {self.timestamps[0]} ; {self.edge_index.shape[1]} edges;"
+            f" every {self.interval_minutes:g} min from {np.datetime_as_string(self.timestamps[0], unit='s').replace('T', ' ')};"
+            f" {self.edge_index.shape[1]} edges;"
             f" {self.observed_fraction:.1%} observed; covariates: {', '.join(self.covariate_names) or 'none'}"
         )
 
