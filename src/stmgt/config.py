@@ -58,6 +58,10 @@ class ModelConfig(_Section):
     dropout: float = Field(0.2, ge=0, lt=1)
     drop_edge: float = Field(0.05, ge=0, lt=1)
     min_std: float = Field(0.01, gt=0)
+    max_std: float | None = Field(10.0, gt=0)
+    """Upper bound on each component's std (scaled units; None: unbounded). The variance regulariser
+    pushes every log std up, and a component whose weight has gone to ~0 gets no pull back from the
+    NLL, so without a bound its std grows without limit (seen: 5e5 km/h at weight 2e-4)."""
     spatial: bool = True
     """Spatial branch on (False: ablation without the graph)."""
     weather: Literal["cross", "document", "none"] = "cross"

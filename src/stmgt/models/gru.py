@@ -51,7 +51,7 @@ class GRUForecaster(ForecastModel):
                           dropout=cfg.dropout if layers > 1 else 0.0)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(D, info.horizon * D)
-        self.head = GaussianMixtureHead(D, cfg.mixtures, cfg.min_std)
+        self.head = GaussianMixtureHead.from_config(D, cfg)
 
     def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
         x = batch.x

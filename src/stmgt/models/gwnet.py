@@ -177,7 +177,7 @@ class GraphWaveNet(ForecastModel):
         self.bn = nn.ModuleList(nn.BatchNorm1d(residual_channels) for _ in range(n_layers - 1))
         self.end_conv_1 = nn.Linear(skip_channels, end_channels)
         self.end_conv_2 = nn.Linear(end_channels, info.horizon * self.head_hidden)
-        self.head = GaussianMixtureHead(self.head_hidden, cfg.mixtures, cfg.min_std)
+        self.head = GaussianMixtureHead.from_config(self.head_hidden, cfg)
 
     def supports(self, edge_index: Tensor) -> list:
         """The transition operators of one forward: forward and backward walks (and the adaptive one)."""

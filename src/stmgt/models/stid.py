@@ -85,7 +85,7 @@ class STID(ForecastModel):
         width = embed_dim + node_dim + tod_dim + dow_dim
         self.encoder = nn.Sequential(*[ResidualMLP(width, cfg.dropout) for _ in range(num_layer)])
         self.regression = nn.Linear(width, info.horizon * self.hidden_out)
-        self.head = GaussianMixtureHead(self.hidden_out, cfg.mixtures, cfg.min_std)
+        self.head = GaussianMixtureHead.from_config(self.hidden_out, cfg)
 
     def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
         x = batch.x

@@ -45,7 +45,7 @@ class ForecastDecoder(nn.Module):
         self.weather = (WeatherCrossAttention(cfg.hidden, info.weather_dim, cfg.heads, cfg.dropout)
                         if mode == "cross" else None)
         self.projection = HorizonProjection(info.history, info.horizon)
-        self.head = GaussianMixtureHead(cfg.hidden, cfg.mixtures, cfg.min_std)
+        self.head = GaussianMixtureHead.from_config(cfg.hidden, cfg)
 
     def forward(self, h: Tensor, batch: Batch) -> GaussianMixture:
         T = self.history
