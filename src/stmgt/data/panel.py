@@ -228,9 +228,10 @@ class Panel:
         )
 
     def summary(self) -> str:
+        start = np.datetime_as_string(self.timestamps[0], unit="s").replace("T", " ")
         return (
             f"{self.name}: {self.num_steps} steps x {self.num_nodes} nodes x {self.num_channels} channels,"
-            f" every {self.interval_minutes:g} min from {np.datetime_as_string(self.timestamps[0], unit='s').replace('T', ' ')};"
+            f" every {self.interval_minutes:g} min from {start};"
             f" {self.edge_index.shape[1]} edges;"
             f" {self.observed_fraction:.1%} observed; covariates: {', '.join(self.covariate_names) or 'none'}"
         )
