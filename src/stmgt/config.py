@@ -83,7 +83,9 @@ class ModelConfig(_Section):
     d_conv: int = Field(4, ge=1)
     expand: int = Field(2, ge=1)
     gat_v2: bool = False
-    scan: Literal["chunked", "sequential", "mambapy", "cuda"] = "chunked"
+    scan: Literal["auto", "compiled", "chunked", "sequential", "mambapy", "cuda"] = "auto"
+    """STMamba's selective scan: "auto" runs the compiled CPU kernel on CPU tensors when it can be
+    built here (g++ and ninja; built once) and the plain-PyTorch "chunked" scan otherwise."""
     node_chunk: int | None = Field(None, ge=1)
     """STMamba: run the Mamba phase over chunks of this many node sequences (bounds memory)."""
     graph_chunk: int | None = Field(None, ge=1)

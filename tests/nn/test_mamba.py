@@ -26,7 +26,9 @@ from stmgt.nn.mamba import (
     MambaState,
     auto_chunk,
     get_scan,
+    selective_scan_auto,
     selective_scan_chunked,
+    selective_scan_compiled,
     selective_scan_cuda,
     selective_scan_mambapy,
     selective_scan_sequential,
@@ -209,6 +211,86 @@ def test_mambapy_backend_equals_reference():
         torch.testing.assert_close(g1, g0, rtol=0, atol=1e-9 * max(1.0, g0.abs().max().item()))
 
 
+def _need_compiled_kernel():
+    from stmgt.kernels import selective_scan_extension
+
+    try:
+        selective_scan_extension()
+    except ConfigError as e:  # no compiler here: the kernel is optional
+        pytest.skip(f"the compiled scan cannot be built here: {e}")
+
+
+@pytest.mark.parametrize("T", [1, 2, 13, 70])
+@pytest.mark.parametrize("with_h0", [True, False])
+def test_compiled_kernel_equals_sequential_forward_and_gradients(T, with_h0):
+    _need_compiled_kernel()
+    args = scan_inputs(T=T, h0=with_h0, seed=100 + T, Bp=3, Di=5, N=16)
+    y_ref, h_ref = run(selective_scan_sequential, args)
+    w_y, w_h = torch.randn_like(y_ref), torch.randn_like(h_ref)
+    g_ref = grads(selective_scan_sequential, args, w_y, w_h)
+    y, h = run(selective_scan_compiled, args)  # float64: rounding only (fast-math reorders sums)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10 * max(1.0, y_ref.abs().max().item()))
+    torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-10 * max(1.0, h_ref.abs().max().item()))
+    g = grads(selective_scan_compiled, args, w_y, w_h)
+    assert len(g) == len(g_ref) == (7 if with_h0 else 6)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10 * max(1.0, b.abs().max().item()))
+    args32 = [None if t is None else t.float() for t in args]  # float32 against the float64 reference
+    y, h = run(selective_scan_compiled, args32)
+    assert y.dtype == h.dtype == torch.float32
+    assert (y.double() - y_ref).abs().max() <= 2e-5 * y_ref.abs().max()
+    assert (h.double() - h_ref).abs().max() <= 2e-5 * h_ref.abs().max()
+    for a, b in zip(grads(selective_scan_compiled, args32, w_y.float(), w_h.float()), g_ref):
+        assert a.dtype == torch.float32 and (a.double() - b).abs().max() <= 2e-5 * b.abs().max()
+
+
+def test_compiled_kernel_gradcheck_and_threads():
+    _need_compiled_kernel()
+    args = scan_inputs(Bp=2, T=4, Di=2, N=3)
+    leaves = [t.requires_grad_(True) for t in args]
+    torch.autograd.gradcheck(lambda *a: selective_scan_compiled(*a[:6], h0=a[6], return_state=True), leaves)
+    # the gradient of A is summed over sequences split between threads: same result with 1 and 2
+    big = scan_inputs(Bp=9, T=7, Di=4, N=16, seed=5)
+    w_y, w_h = torch.randn(9, 7, 4, dtype=F64), torch.randn(9, 4, 16, dtype=F64)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        g1 = grads(selective_scan_compiled, big, w_y, w_h)
+        torch.set_num_threads(2)
+        g2 = grads(selective_scan_compiled, big, w_y, w_h)
+    finally:
+        torch.set_num_threads(n)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_loading_the_kernel_keeps_subnormal_numbers():
+    # built with -ffast-math: the flag must not reach the link step, where it would switch the whole
+    # process to flush-to-zero
+    _need_compiled_kernel()
+    tiny = torch.tensor([1e-40], dtype=torch.float32)  # subnormal in float32
+    assert (tiny * 1.0).item() > 0 and (torch.tensor([1e-310], dtype=F64) / 2).item() > 0
+
+
+def test_auto_scan_uses_the_kernel_or_falls_back_with_a_warning(monkeypatch):
+    args = scan_inputs(T=9)
+    y_ref, _ = run(selective_scan_sequential, args)
+    monkeypatch.setattr(mamba_module, "_COMPILED_OK", None)
+
+    def broken():
+        raise ConfigError("the compiled selective scan could not be built (no g++)")
+
+    import stmgt.kernels
+
+    monkeypatch.setattr(stmgt.kernels, "selective_scan_extension", broken)
+    with pytest.warns(UserWarning, match="using the plain-PyTorch scan"):
+        y, _ = run(selective_scan_auto, args)  # falls back to the chunked scan
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
+    assert mamba_module._COMPILED_OK is False
+    with pytest.raises(ConfigError, match="no g\\+\\+"):
+        get_scan("compiled")  # asked for by name: an error, not a fallback
+
+
 def test_cuda_backend_equals_reference():
     if not torch.cuda.is_available():
         pytest.skip("the mamba-ssm backend needs a CUDA device")
@@ -257,8 +339,10 @@ def test_layer_shapes_and_reference_initialisation():
     assert isinstance(st, MambaState) and st.conv.shape == (3, 80, 3) and st.ssm.shape == (3, 80, 16)
 
 
-@pytest.mark.parametrize("scan", ["sequential", "mambapy"])
+@pytest.mark.parametrize("scan", ["sequential", "mambapy", "compiled"])
 def test_layer_scans_agree(scan):
+    if scan == "compiled":
+        _need_compiled_kernel()
     if scan == "mambapy":
         pytest.importorskip("mambapy", reason="mambapy is not installed (pip install mambapy)")
     x = torch.randn(3, 11, 8, dtype=F64)

@@ -39,7 +39,7 @@ class STMamba(ForecastModel):
         cfg: :class:`~stmgt.config.ModelConfig`, as STMGT (hidden 96, blocks 3, heads 4, mixtures 5,
             dropout 0.2, drop_edge 0.05, weather "cross", calendar on) plus the Mamba options
             ``d_state`` (16), ``d_conv`` (4), ``expand`` (2), ``gat_v2`` (False: the document's GAT),
-            ``scan`` ("chunked") and ``node_chunk`` (None). ``spatial=False`` drops the GAT phase.
+            ``scan`` ("auto") and ``node_chunk`` (None). ``spatial=False`` drops the GAT phase.
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 
     Shapes: ``batch.x [B, T', N, C]`` with ``T' >= info.history``, ``edge_index [2, E]`` ->

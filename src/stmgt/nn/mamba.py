@@ -10,7 +10,7 @@ The selective scan, for every channel ``d`` and state ``n`` (``u`` input, ``delt
 
     h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t,        y_t = C_t . h_t + D u_t
 
-has four implementations that agree (tested in ``tests/nn/test_mamba.py``):
+has five implementations that agree (tested in ``tests/nn/test_mamba.py``):
 
 * :func:`selective_scan_sequential`: the reference, one loop step per time step;
 * :func:`selective_scan_chunked` (default): closed form inside chunks of ``L`` steps from
@@ -25,6 +25,10 @@ has four implementations that agree (tested in ``tests/nn/test_mamba.py``):
   the inputs and the state every :data:`SCAN_SEGMENT` steps and recomputes a segment's states
   in the backward pass, so training memory is ``O(B' Di N (T / SCAN_SEGMENT + SCAN_SEGMENT))``
   instead of four states per step, and time is linear in ``T``;
+* ``"compiled"``: :func:`selective_scan_compiled`, a C++ kernel (:mod:`stmgt.kernels`, built on
+  first use) that runs the recurrence and its adjoint per sequence with the state in cache,
+  7x faster than the chunk-1 scan on CPU; ``"auto"`` (the default) uses it for CPU tensors where
+  it builds and the chunked scan otherwise;
 * ``"mambapy"``: the parallel (Blelloch) scan of the ``mambapy`` package, if installed; it
   materialises every state, ``[B', T, Di, N]``;
 * ``"cuda"``: ``selective_scan_fn`` of ``mamba-ssm`` (CUDA only), if installed.
@@ -33,6 +37,7 @@ has four implementations that agree (tested in ``tests/nn/test_mamba.py``):
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -42,7 +47,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from stmgt.errors import ConfigError
 
-SCANS = ("chunked", "sequential", "mambapy", "cuda")
+SCANS = ("auto", "compiled", "chunked", "sequential", "mambapy", "cuda")
 
 #: Elements of the largest temporary of one chunk of :func:`selective_scan_chunked`
 #: (``B' * L(L-1)/2 * Di * N``); the automatic chunk length on CUDA keeps below it (2**23 floats =
@@ -304,6 +309,82 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
     return (y, h) if return_state else y
 
 
+class _CompiledScanFn(torch.autograd.Function):
+    """The scan without the ``D`` skip by the compiled CPU kernel (:mod:`stmgt.kernels`); same
+    contract as :class:`_SelectiveScanFn`. Saves only the inputs; the backward pass recomputes the
+    states inside the kernel. Not twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                h0: Tensor | None) -> tuple[Tensor, Tensor]:
+        from stmgt.kernels import selective_scan_extension
+
+        u, delta, A, B, C = (x.contiguous() for x in (u, delta, A, B, C))
+        h0c = u.new_empty(0) if h0 is None else h0.to(u.dtype).contiguous()
+        y, hT = selective_scan_extension().forward(u, delta, A, B, C, h0c)
+        ctx.save_for_backward(u, delta, A, B, C, h0c)
+        ctx.h0_dtype = None if h0 is None else h0.dtype
+        return y, hT
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: Tensor, ghT: Tensor):
+        from stmgt.kernels import selective_scan_extension
+
+        u, delta, A, B, C, h0c = ctx.saved_tensors
+        gu, gd, gA, gB, gC, gh0 = selective_scan_extension().backward(
+            u, delta, A, B, C, h0c, gy.to(u.dtype).contiguous(), ghT.to(u.dtype).contiguous())
+        return gu, gd, gA, gB, gC, (None if ctx.h0_dtype is None else gh0.to(ctx.h0_dtype))
+
+
+def selective_scan_compiled(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                            h0: Tensor | None = None, return_state: bool = False):
+    """Selective scan by the compiled CPU kernel (built on first use, see :mod:`stmgt.kernels`).
+
+    Same arguments and results as :func:`selective_scan_sequential`. Each sequence's state stays
+    in cache for the whole scan, so no state-sized tensor is written per step: measured (one
+    thread, ``B' = 6624, T = 12, Di = 128, N = 16``, the Los-loop STMamba shape) forward and backward
+    in 0.52 s against 3.9 s for :func:`selective_scan_chunked` (machine shared with two training
+    runs; float32 error against the float64 reference 6e-7 relative). CPU tensors in float32 or float64; other tensors fall back to
+    :func:`selective_scan_chunked`.
+    """
+    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64) or u.shape[1] == 0:
+        return selective_scan_chunked(u, delta, A, B, C, D, h0=h0, return_state=return_state)
+    y, h = _CompiledScanFn.apply(u, delta, A, B, C, h0)
+    if D is not None:
+        y = y + u * D
+    return (y, h) if return_state else y
+
+
+_COMPILED_OK: bool | None = None  # whether the compiled kernel could be built (None: not tried yet)
+
+
+def compiled_scan_available() -> bool:
+    """Whether the compiled CPU kernel builds here; tried once per process, a failure warned once."""
+    global _COMPILED_OK
+    if _COMPILED_OK is None:
+        from stmgt.kernels import selective_scan_extension
+
+        try:
+            selective_scan_extension()
+            _COMPILED_OK = True
+        except ConfigError as e:
+            warnings.warn(f"{e}; using the plain-PyTorch scan", stacklevel=2)
+            _COMPILED_OK = False
+    return _COMPILED_OK
+
+
+def selective_scan_auto(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                        h0: Tensor | None = None, return_state: bool = False, chunk: int | None = None,
+                        checkpoint: bool = False):
+    """The default scan: :func:`selective_scan_compiled` for CPU tensors when the kernel builds here
+    (and no ``chunk`` is forced), else :func:`selective_scan_chunked`. Same arguments and results."""
+    if u.device.type == "cpu" and chunk is None and compiled_scan_available():
+        return selective_scan_compiled(u, delta, A, B, C, D, h0=h0, return_state=return_state)
+    return selective_scan_chunked(u, delta, A, B, C, D, h0=h0, return_state=return_state, chunk=chunk,
+                                  checkpoint=checkpoint)
+
+
 def selective_scan_mambapy(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                            h0: Tensor | None = None, return_state: bool = False):
     """Selective scan by ``mambapy``'s parallel scan (``pip install mambapy``).
@@ -371,10 +452,17 @@ def _import_mamba_ssm():
 def get_scan(name: str):
     """The scan function called ``name`` (one of :data:`SCANS`); ConfigError when it is unknown or
     its package is not installed."""
+    if name == "auto":
+        return selective_scan_auto
     if name == "chunked":
         return selective_scan_chunked
     if name == "sequential":
         return selective_scan_sequential
+    if name == "compiled":
+        from stmgt.kernels import selective_scan_extension
+
+        selective_scan_extension()  # build now: a missing compiler is a configuration error
+        return selective_scan_compiled
     if name == "mambapy":
         _import_mambapy()
         return selective_scan_mambapy
@@ -402,7 +490,8 @@ class Mamba(nn.Module):
         d_conv: causal convolution width (default 4).
         expand: ``d_inner = expand * d_model`` (default 2).
         dt_rank: rank of the step-size projection; ``"auto"`` (default) is ``ceil(d_model / 16)``.
-        scan: ``"chunked"`` (default), ``"sequential"`` (reference loop), ``"mambapy"``
+        scan: ``"auto"`` (default: ``"compiled"`` on CPU where the kernel builds, else ``"chunked"``),
+            ``"compiled"``, ``"chunked"``, ``"sequential"`` (reference loop), ``"mambapy"``
             (``pip install mambapy``) or ``"cuda"`` (``mamba-ssm``, CUDA only).
         dt_min, dt_max: range of the initial step sizes (default 1e-3, 1e-1).
         dt_init_floor: smallest initial step size (default 1e-4).
@@ -417,7 +506,7 @@ class Mamba(nn.Module):
     """
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | str = "auto", scan: str = "chunked", dt_min: float = 1e-3,
+                 dt_rank: int | str = "auto", scan: str = "auto", dt_min: float = 1e-3,
                  dt_max: float = 1e-1, dt_init_floor: float = 1e-4, chunk: int | None = None,
                  checkpoint: bool = False, bias: bool = False, conv_bias: bool = True):
         super().__init__()
@@ -502,7 +591,7 @@ class Mamba(nn.Module):
         delta, B, C = self._ssm_inputs(xs)
         A = -torch.exp(self.A_log)  # [Di, N]
         kw = {}
-        if self._scan is selective_scan_chunked:
+        if self._scan in (selective_scan_chunked, selective_scan_auto):
             kw = {"chunk": self.chunk, "checkpoint": self.checkpoint}
         y, h = self._scan(xs, delta, A, B, C, self.D, h0=None if state is None else state.ssm,
                           return_state=True, **kw)

@@ -49,7 +49,8 @@ class STMambaBlock(nn.Module):
         drop_edge: DropEdge probability of the GAT during training (default 0.05).
         d_state, d_conv, expand: Mamba state size (16), convolution width (4), expansion (2).
         gat_v2: GATv2 instead of the document's original GAT (default False).
-        scan: Mamba scan, ``"chunked"`` (default), ``"sequential"``, ``"mambapy"`` or ``"cuda"``.
+        scan: Mamba scan, ``"auto"`` (default), ``"compiled"``, ``"chunked"``, ``"sequential"``,
+            ``"mambapy"`` or ``"cuda"`` (see :class:`~stmgt.nn.mamba.Mamba`).
         spatial: with False, Phase 1 is skipped and the block is the temporal half alone (an
             ablation: "does the graph help?"). Default True.
         node_chunk: if set, memory-saving mode: the Mamba phase runs over chunks of at most
@@ -71,7 +72,7 @@ class STMambaBlock(nn.Module):
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, gat_v2: bool = False,
-                 scan: str = "chunked", node_chunk: int | None = None, spatial: bool = True,
+                 scan: str = "auto", node_chunk: int | None = None, spatial: bool = True,
                  graph_chunk: int | None = None):
         super().__init__()
         if hidden % heads:
