@@ -21,3 +21,13 @@ def test_identity_in_eval_and_reproducible_by_seed():
     a = d(x)
     torch.manual_seed(1)
     assert torch.equal(a, d(x)) and a.shape == x.shape
+
+
+def test_gradient_is_the_scaled_mask():
+    torch.manual_seed(2)
+    x = torch.randn(1000, requires_grad=True)
+    y = fast_dropout(x, 0.4)
+    y.sum().backward()
+    kept = y.detach() != 0
+    torch.testing.assert_close(x.grad, kept.float() / 0.6)
+    torch.testing.assert_close(y.detach()[kept], x.detach()[kept] / 0.6)
