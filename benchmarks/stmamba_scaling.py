@@ -2,9 +2,11 @@
 
 Each (model, T) runs in its own process so that the peak resident memory is that step's.
 Equal hidden size (96), 3 blocks, batch 2, N nodes of the synthetic road graph, horizon 12.
-Writes ``results/stmamba_scaling.json``, ``.md`` and ``.png``.
+A model may name its STMamba scan after a colon (``stmamba:chunked``); plain ``stmamba`` uses the
+default (``auto``: the compiled CPU kernel where it builds). Writes ``results/stmamba_scaling.json``,
+``.md`` and ``.png``.
 
-    python benchmarks/stmamba_scaling.py --nodes 32 --batch 2
+    python benchmarks/stmamba_scaling.py --nodes 32 --batch 2 --models stmamba stmamba:chunked stmgt
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ def main() -> None:
     rows = []
     for model in a.models:
         for T in a.histories:
+            name, _, scan = model.partition(":")
+            cfg = f"ModelConfig(name='{name}'" + (f", scan='{scan}')" if scan else ")")
             code = (f"import torch, json; torch.set_num_threads({a.threads}); from stmgt.bench import bench; "
-                    f"print(json.dumps(bench('{model}', nodes={a.nodes}, batch={a.batch}, history={T}, "
-                    f"steps={a.steps})))")
+                    f"from stmgt.config import ModelConfig; "
+                    f"r = bench('{name}', nodes={a.nodes}, batch={a.batch}, history={T}, steps={a.steps}, "
+                    f"cfg={cfg}); r['model'] = '{model}'; print(json.dumps(r))")
             p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             if p.returncode != 0:
                 rows.append({"model": model, "history": T, "error": p.stderr.strip().splitlines()[-1][:200]})
