@@ -17,6 +17,8 @@ from stmgt.models.base import ForecastModel
 from stmgt.run import data_info
 
 REFERENCE_BASELINES = ("last_value", "historical_average")
+#: Scores reported before calibration beside the calibrated ones.
+UNCALIBRATED_KEYS = ("crps", "crps_normalised", "nll", "coverage80", "coverage90", "width80", "width90")
 
 
 @dataclass
@@ -36,10 +38,13 @@ def forecast_split(model: ForecastModel, data: PanelData, split: str = "test", c
                    keep: bool = False, progress: bool = False, batch_size: int = 64):
     """Run ``model`` over every window of ``split``; returns ``(metrics dict, Forecasts or None)``.
 
-    ``calibration`` (a callable ``(dist, batch) -> dist``) is applied to the data-unit forecast.
+    ``calibration`` (a callable ``(dist, batch) -> dist``) is applied to the data-unit forecast; the
+    metrics and the kept forecasts are then the calibrated ones, and ``metrics["uncalibrated"]``
+    holds the probabilistic scores before calibration, from the same pass over the data.
     """
     model.eval()
     acc = MetricAccumulator(data.horizon)
+    raw = MetricAccumulator(data.horizon) if calibration is not None else None
     loc, scale = data.scaler.target_loc, data.scaler.target_scale
     ei = data.edge_index
     parts: dict[str, list] = {k: [] for k in ("starts", "y", "mask", "mean", "lo80", "hi80")}
@@ -48,6 +53,7 @@ def forecast_split(model: ForecastModel, data: PanelData, split: str = "test", c
                       leave=False):
         dist: GaussianMixture = model(batch, ei).affine(loc, scale)
         if calibration is not None:
+            raw.update(dist, batch.y, batch.y_mask)
             dist = calibration(dist, batch)
         acc.update(dist, batch.y, batch.y_mask)
         if keep:
@@ -56,7 +62,11 @@ def forecast_split(model: ForecastModel, data: PanelData, split: str = "test", c
                          ("lo80", lo), ("hi80", hi)):
                 parts[k].append(v.cpu().numpy())
     fc = Forecasts(**{k: np.concatenate(v) for k, v in parts.items()}) if keep else None
-    return acc.compute(), fc
+    metrics = acc.compute()
+    if raw is not None:
+        r = raw.compute()
+        metrics["uncalibrated"] = {k: r[k] for k in UNCALIBRATED_KEYS}
+    return metrics, fc
 
 
 def baseline_metrics(data: PanelData, split: str = "test", names=REFERENCE_BASELINES) -> dict[str, dict]:

@@ -34,13 +34,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", plots: bool = True, p
     data = run.data(panel)
     model = run.model()
     calibration = stored_calibrator(run.dir)
-    metrics, fc = forecast_split(model, data, split, keep=plots, progress=progress)
+    metrics, fc = forecast_split(model, data, split, calibration=calibration, keep=plots, progress=progress)
     res = {"model": cfg.model.name, "split": split, "data": data.panel.name, "units": data.panel.units, **metrics}
     if calibration is not None:
-        cal_metrics, _ = forecast_split(model, data, split, calibration=calibration)
-        res["uncalibrated"] = {k: metrics[k] for k in ("crps", "coverage80", "coverage90", "width80", "width90")}
-        res.update({k: cal_metrics[k] for k in ("crps", "crps_normalised", "nll", "coverage80", "coverage90",
-                                               "width80", "width90", "pit_histogram", "crps_by_step")})
         res["calibrated"] = True
     res["baselines"] = baseline_metrics(data, split)
     figures = {}
