@@ -345,8 +345,8 @@ def selective_scan_compiled(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: T
     in cache for the whole scan, so no state-sized tensor is written per step: measured (one
     thread, ``B' = 6624, T = 12, Di = 128, N = 16``, the Los-loop STMamba shape) forward and backward
     in 0.52 s against 3.9 s for :func:`selective_scan_chunked` (machine shared with two training
-    runs; float32 error against the float64 reference 6e-7 relative). CPU tensors in float32 or float64; other tensors fall back to
-    :func:`selective_scan_chunked`.
+    runs; float32 error against the float64 reference 6e-7 relative). CPU tensors in float32 or
+    float64; other tensors fall back to :func:`selective_scan_chunked`.
     """
     if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64) or u.shape[1] == 0:
         return selective_scan_chunked(u, delta, A, B, C, D, h0=h0, return_state=return_state)
