@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -41,6 +43,32 @@ class HistoryWriter(Callback):
         row = [trainer.current_epoch] + [float(m[k]) if k in m else "" for k in self.FIELDS[1:4]] + [lr]
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow(row)
+
+
+class EpochLog(Callback):
+    """One line per epoch on stderr (used where no progress bar is drawn: logs, CI, benchmarks)::
+
+        stmgt seed 0: epoch 3/6  train loss 0.0784  val MAE 3.697 (best 3.697)  8m40s
+    """
+
+    def __init__(self, prefix: str, stream=None):
+        self.prefix, self.stream = prefix, stream
+        self.best = float("inf")
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        val = float(m["val_mae"]) if "val_mae" in m else float("nan")
+        self.best = min(self.best, val)
+        loss = f"  train loss {float(m['train_loss']):.4f}" if "train_loss" in m else ""
+        dur = int(time.perf_counter() - self.t0)
+        print(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{loss}  val MAE {val:.3f}"
+              f" (best {self.best:.3f})  {dur // 60}m{dur % 60:02d}s", file=self.stream or sys.stderr, flush=True)
 
 
 def _quiet_lightning() -> None:
@@ -83,6 +111,10 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
     if resume is not None and not Path(resume).is_file():
         raise RunError(f"{resume}: no checkpoint to resume from (look for RUN_DIR/checkpoints/last.ckpt)")
+    bar = t.progress and sys.stdout.isatty()  # a bar only where someone watches a terminal
+    callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None)]
+    if not bar:
+        callbacks.append(EpochLog(f"{cfg.model.name} seed {t.seed}: "))
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator="gpu" if t.accelerator == "cuda" else t.accelerator,
@@ -92,9 +124,9 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         precision=t.precision,
         gradient_clip_val=t.grad_clip,
         gradient_clip_algorithm="norm",
-        callbacks=[best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None)],
+        callbacks=callbacks,
         logger=False,
-        enable_progress_bar=t.progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_train_batches=t.limit_train_batches,

@@ -1,0 +1,24 @@
+import io
+from types import SimpleNamespace
+
+import torch
+
+from stmgt.training.fit import EpochLog
+
+
+def test_epoch_log_prints_one_line_per_epoch_with_the_best_so_far():
+    out = io.StringIO()
+    log = EpochLog("stmgt seed 0: ", stream=out)
+    for epoch, val in enumerate([3.9, 3.7, 3.8]):
+        trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=epoch, max_epochs=6,
+                                  callback_metrics={"val_mae": torch.tensor(val), "train_loss": torch.tensor(0.5)})
+        log.on_train_epoch_start(trainer, None)
+        log.on_train_epoch_end(trainer, None)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("stmgt seed 0: epoch 1/6  train loss 0.5000  val MAE 3.900 (best 3.900)  0m0")
+    assert "epoch 3/6" in lines[2] and "val MAE 3.800 (best 3.700)" in lines[2]
+    silent = SimpleNamespace(sanity_checking=False, is_global_zero=False, current_epoch=0, max_epochs=1,
+                             callback_metrics={})
+    log.on_train_epoch_end(silent, None)  # other DDP ranks print nothing
+    assert len(out.getvalue().splitlines()) == 3
