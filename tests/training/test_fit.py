@@ -22,3 +22,17 @@ def test_epoch_log_prints_one_line_per_epoch_with_the_best_so_far():
                              callback_metrics={})
     log.on_train_epoch_end(silent, None)  # other DDP ranks print nothing
     assert len(out.getvalue().splitlines()) == 3
+
+
+def test_cuda_requested_without_a_device_is_a_one_line_config_error(monkeypatch, tmp_path):
+    import pytest
+
+    from stmgt.config import Config
+    from stmgt.errors import ConfigError
+    from stmgt.training.fit import fit
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = Config.model_validate({"train": {"accelerator": "cuda"}})
+    with pytest.raises(ConfigError, match="no usable CUDA device") as e:
+        fit(cfg, tmp_path / "run")
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()  # nothing written

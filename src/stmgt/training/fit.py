@@ -17,7 +17,7 @@ from stmgt.config import Config
 from stmgt.data.panel import Panel
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
-from stmgt.errors import RunError
+from stmgt.errors import ConfigError, RunError
 from stmgt.models import build_model
 from stmgt.run import Run, data_info
 from stmgt.runtime import keep_freed_memory
@@ -89,6 +89,11 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     """
     _quiet_lightning()
     t = cfg.train
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        raise ConfigError(f"train.accelerator is {t.accelerator!r} but this machine has no usable CUDA device "
+                          f"(torch {torch.__version__}, {build}); use --accelerator cpu, or install a CUDA build "
+                          "of torch (README, 'On a GPU machine')")
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if t.keep_freed_memory:
