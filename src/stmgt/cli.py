@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from stmgt.config import MODEL_NAMES
 from stmgt.errors import StmgtError
 
 EPILOG = """examples:
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="result file stem (default: the dataset folder name)")
 
     b = sub.add_parser("bench", help="training/inference speed, FLOPs and memory on a scaled synthetic graph")
-    b.add_argument("--model", default="stmgt")
+    b.add_argument("--model", default="stmgt", choices=MODEL_NAMES)
     b.add_argument("--nodes", type=int, default=62)
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--history", type=int, default=12)
