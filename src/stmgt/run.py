@@ -67,6 +67,9 @@ class Run:
         from stmgt.data.source import fingerprint
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        src = cfg.data.source
+        if src != "synthetic" and Path(src).exists():  # evaluate/calibrate may run from another folder
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": str(Path(src).resolve())})})
         cfg.save(self.dir / "config.yaml")
         (self.dir / "versions.json").write_text(json.dumps(versions(), indent=1))
         p = data.panel
@@ -139,6 +142,10 @@ class Run:
         from stmgt.data.source import fingerprint, load_source
 
         cfg = self.config()
+        src = cfg.data.source
+        if panel is None and src != "synthetic" and not Path(src).exists():
+            raise RunError(f"{self.dir}: the data this run was trained on, {src!r}, is not there (a relative path is "
+                           f"read from the current folder); put it back or set data.source in {self.dir / 'config.yaml'}")
         panel = panel if panel is not None else load_source(cfg.data)
         m = self.meta()
         if fingerprint(panel) != m["fingerprint"]:
