@@ -43,3 +43,8 @@ def test_benchmark_leaves_a_run_another_process_holds_and_merges_results(tmp_pat
     assert main(argv) == 0
     assert set(json.loads((tmp_path / "par.json").read_text())["runs"]) == {
         "other/seed0", "last_value/seed0", "last_value/seed1"}
+    # the table holds models with different numbers of seeds: one command per group, no "± 0.00" for one run
+    md = (tmp_path / "par.md").read_text()
+    assert "--models other --seeds 1" in md and "--models last_value --seeds 2" in md
+    other = next(line for line in md.splitlines() if line.startswith("| other (n=1) |"))
+    assert "1.00" in other and "±" not in other

@@ -71,6 +71,12 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"runs": {}}
 
 
+def result_name(data: str, protocol: str = "standard", name: str | None = None) -> str:
+    """Stem of the result files: ``name``, else the dataset folder's name (plus ``_<protocol>``)."""
+    stem = Path(data).name if data != "synthetic" else "synthetic"
+    return name or (stem if protocol == "standard" else f"{stem}_{protocol}")
+
+
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
                   name: str | None = None, protocol: str = "standard", config: str | None = None,
                   max_epochs: int | None = None, data_format: str | None = None) -> dict:
@@ -79,8 +85,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
             "train.progress": False}
     cfg0 = load_config(config, base)
     panel = load_source(cfg0.data)
-    stem = Path(data).name if data != "synthetic" else "synthetic"
-    name = name or (stem if protocol == "standard" else f"{stem}_{protocol}")
+    name = result_name(data, protocol, name)
     path = out / f"{name}.json"
     res = _read(path)
     res.update({"data": data, "protocol": protocol, "protocol_text": protocol_text(protocol, panel.name, cfg0)})
@@ -109,9 +114,12 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     for key, m in res["runs"].items():
         rows.setdefault(key.split("/")[0], []).append(m)
     horizons = (3,) if protocol == "tgcn" else (3, 6, 12)
+    by_seeds: dict[int, list[str]] = {}  # one command per number of seeds the table holds
+    for model, runs in rows.items():
+        by_seeds.setdefault(len(runs), []).append(model)
+    commands = [f"`stmgt benchmark --data {data} --models {' '.join(ms)} --seeds {n} --protocol {protocol}"
+                + (f" --config {config}" if config else "") + "`" for n, ms in by_seeds.items()]
     md = [f"# Benchmark: {name}", "", res["protocol_text"], "", metrics_table_markdown(rows, horizons=horizons), "",
-          probabilistic_table_markdown(rows), "", f"Regenerate: `stmgt benchmark --data {data} --models "
-          f"{' '.join(rows)} --seeds {seeds} --protocol {protocol}"
-          + (f" --config {config}" if config else "") + "`."]
+          probabilistic_table_markdown(rows), "", "Regenerate: " + "; then ".join(commands) + "."]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     return res

@@ -200,10 +200,10 @@ def _cmd_calibrate(a) -> int:
 
 
 def _cmd_benchmark(a) -> int:
-    from stmgt.benchmark import run_benchmark
+    from stmgt.benchmark import result_name, run_benchmark
 
     res = run_benchmark(a.data, a.models, a.seeds, a.out, a.name, a.protocol, a.config, a.max_epochs, a.format)
-    print(f"{len(res['runs'])} runs; table: {Path(a.out) / ((a.name or '') or '<dataset>')}.md")
+    print(f"{len(res['runs'])} runs; table: {Path(a.out) / result_name(a.data, a.protocol, a.name)}.md")
     return 0
 
 

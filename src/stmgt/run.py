@@ -144,8 +144,9 @@ class Run:
         cfg = self.config()
         src = cfg.data.source
         if panel is None and src != "synthetic" and not Path(src).exists():
-            raise RunError(f"{self.dir}: the data this run was trained on, {src!r}, is not there (a relative path is "
-                           f"read from the current folder); put it back or set data.source in {self.dir / 'config.yaml'}")
+            raise RunError(f"{self.dir}: the data this run was trained on, {src!r}, is not there (a relative path"
+                           f" is read from the current folder); put it back or set data.source in"
+                           f" {self.dir / 'config.yaml'}")
         panel = panel if panel is not None else load_source(cfg.data)
         m = self.meta()
         if fingerprint(panel) != m["fingerprint"]:

@@ -61,18 +61,15 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def format_value(values: list[float], digits: int = 2, scale: float = 1.0, suffix: str = "",
-                 several: bool = False) -> str:
+def format_value(values: list[float], digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
     """``"1.23"`` for one value, ``"1.23 ± 0.04"`` for several (mean ± sample std), ``"—"`` for none.
-
-    ``several`` forces the ``±`` form for a row given as a list, even of one run.
-    """
+    One run has no spread to show: a ``± 0.00`` would claim a reproducibility nobody measured."""
     if not values:
         return MISSING
     mean, std = _mean_std([v * scale for v in values])
-    if std is None and not several:
+    if std is None:
         return f"{mean:.{digits}f}{suffix}"
-    return f"{mean:.{digits}f} {PLUS_MINUS} {(std or 0.0):.{digits}f}{suffix}"
+    return f"{mean:.{digits}f} {PLUS_MINUS} {std:.{digits}f}{suffix}"
 
 
 Column = tuple[str, Callable[[Mapping], float | None], int, float, str]
@@ -93,10 +90,9 @@ def _table(rows: Mapping[str, Row], columns: list[Column],
         runs = _runs(row)
         label = f"{name} (n={len(runs)})" if not isinstance(row, Mapping) else str(name)
         cells[name], means[name] = [label], []
-        several = not isinstance(row, Mapping)
         for _, get, digits, scale, suffix in columns:
             vals = _values(runs, get)
-            cells[name].append(format_value(vals, digits, scale, suffix, several=several))
+            cells[name].append(format_value(vals, digits, scale, suffix))
             means[name].append(sum(vals) / len(vals) if vals else None)
     if bold_best and len(rows) > 1:
         for j, column in enumerate(columns):
