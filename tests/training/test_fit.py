@@ -36,3 +36,17 @@ def test_cuda_requested_without_a_device_is_a_one_line_config_error(monkeypatch,
     with pytest.raises(ConfigError, match="no usable CUDA device") as e:
         fit(cfg, tmp_path / "run")
     assert "\n" not in str(e.value) and not (tmp_path / "run").exists()  # nothing written
+
+
+def test_freed_memory_is_kept_unless_the_model_saves_memory():
+    from stmgt.config import Config
+    from stmgt.training.fit import keeps_freed_memory
+
+    def cfg(model=None, train=None):
+        return Config.model_validate({"model": model or {}, "train": train or {}})
+
+    assert keeps_freed_memory(cfg())
+    for saving in ({"checkpoint": True}, {"name": "stmamba", "node_chunk": 64}, {"name": "stmamba", "graph_chunk": 8}):
+        assert not keeps_freed_memory(cfg(saving))
+        assert keeps_freed_memory(cfg(saving, {"keep_freed_memory": True}))  # an explicit choice wins
+    assert not keeps_freed_memory(cfg(train={"keep_freed_memory": False}))

@@ -71,6 +71,15 @@ class EpochLog(Callback):
               f" (best {self.best:.3f})  {dur // 60}m{dur % 60:02d}s", file=self.stream or sys.stderr, flush=True)
 
 
+def keeps_freed_memory(cfg: Config) -> bool:
+    """``train.keep_freed_memory``, or when it is None: True unless the model saves memory
+    (``checkpoint``, ``node_chunk`` or ``graph_chunk``), whose peak the kept heap would inflate."""
+    if cfg.train.keep_freed_memory is not None:
+        return cfg.train.keep_freed_memory
+    m = cfg.model
+    return not (m.checkpoint or m.node_chunk is not None or m.graph_chunk is not None)
+
+
 def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -96,7 +105,7 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
                           "of torch (README, 'On a GPU machine')")
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    if t.keep_freed_memory:
+    if keeps_freed_memory(cfg):
         keep_freed_memory()
     L.seed_everything(t.seed, workers=True, verbose=False)
     panel = panel if panel is not None else load_source(cfg.data)
