@@ -38,15 +38,15 @@ def main() -> None:
     res = evaluate_run(run, plots=True)
     before, after = res["uncalibrated"], {k: res[k] for k in KEYS}
     out = Path(a.out)
-    summary = {"run": str(run), "config": a.config, "seed": a.seed, "factors": cal["factors"], "method": cal["method"],
+    summary = {"config": Path(a.config).name, "seed": a.seed, "factors": cal["factors"], "method": cal["method"],
                "mae": res["mae"], "before": before, "after": after}
     (out / "los_loop_calibration.json").write_text(json.dumps(summary, indent=1))
-    rows = [("CRPS (mph)", "crps", "{:.4f}", 1), ("CRPS / sum |y|", "crps_normalised", "{:.5f}", 1),
+    rows = [("CRPS (mph)", "crps", "{:.4f}", 1), ("CRPS / sum abs y", "crps_normalised", "{:.5f}", 1),
             ("NLL", "nll", "{:.4f}", 1), ("coverage 80%", "coverage80", "{:.1f}%", 100),
             ("coverage 90%", "coverage90", "{:.1f}%", 100), ("width 80% (mph)", "width80", "{:.2f}", 1),
             ("width 90% (mph)", "width90", "{:.2f}", 1)]
     md = ["# Calibration on Los-loop (STMGT)", "",
-          f"STMGT seed {a.seed} with `{Path(a.config).as_posix()}` (70/10/20 chronological, 12 -> 12, checkpoint"
+          f"STMGT seed {a.seed} with `benchmarks/configs/{Path(a.config).name}` (70/10/20 chronological, 12 -> 12, checkpoint"
           " chosen on validation MAE). `stmgt calibrate` fits one spread factor per horizon step on the"
           " validation split (so that the 80% and 90% intervals cover 80% and 90% there); the test split is"
           " evaluated once, before and after. Test MAE avg "
@@ -56,7 +56,8 @@ def main() -> None:
           "| test split | before | after |", "|---|---|---|"]
     for label, k, fmt, scale in rows:
         md.append(f"| {label} | {fmt.format(before[k] * scale)} | {fmt.format(after[k] * scale)} |")
-    md += ["", f"Regenerate: `python benchmarks/los_loop_calibration.py --run {a.run}`.",
+    md += ["", "Regenerate: `python benchmarks/los_loop_calibration.py [--run RUN]` (trains STMGT first when RUN"
+           " holds no model: about an hour on 2 cores).",
            "Figures of this run (forecast bands, error by horizon and time of day, per-sensor error map,"
            " gate, PIT): `los_loop_figures/`."]
     (out / "los_loop_calibration.md").write_text("\n".join(md) + "\n")
