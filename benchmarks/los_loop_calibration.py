@@ -46,8 +46,8 @@ def main() -> None:
             ("coverage 90%", "coverage90", "{:.1f}%", 100), ("width 80% (mph)", "width80", "{:.2f}", 1),
             ("width 90% (mph)", "width90", "{:.2f}", 1)]
     md = ["# Calibration on Los-loop (STMGT)", "",
-          f"STMGT seed {a.seed} with `benchmarks/configs/{Path(a.config).name}` (70/10/20 chronological, 12 -> 12, checkpoint"
-          " chosen on validation MAE). `stmgt calibrate` fits one spread factor per horizon step on the"
+          f"STMGT seed {a.seed} with `benchmarks/configs/{Path(a.config).name}` (70/10/20 chronological, 12 -> 12,"
+          " checkpoint chosen on validation MAE). `stmgt calibrate` fits one spread factor per horizon step on the"
           " validation split (so that the 80% and 90% intervals cover 80% and 90% there); the test split is"
           " evaluated once, before and after. Test MAE avg "
           f"{res['mae']['avg']:.3f} (h3 {res['mae']['3']:.3f}, h6 {res['mae']['6']:.3f}, h12 {res['mae']['12']:.3f});"
