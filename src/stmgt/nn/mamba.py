@@ -14,7 +14,8 @@ has five implementations that agree (tested in ``tests/nn/test_mamba.py``):
 
 * :func:`selective_scan_sequential`: the reference, one loop step per time step;
 * :func:`selective_scan_chunked` (default where the compiled kernel is not built): closed form
-  inside chunks of ``L`` steps from cumulative sums ``S`` of ``delta * A``, the state carried from chunk to chunk. Only pairs
+  inside chunks of ``L`` steps from cumulative sums ``S`` of ``delta * A``, the state carried from
+  chunk to chunk. Only pairs
   ``s < t`` are formed, so only ``S_t - S_s <= 0`` is exponentiated (no overflow at any ``L``);
   in float32 the difference of cumulative sums loses about ``eps * |S|``, so the error grows
   with ``L`` (measured 2.4e-6 relative at ``L = 16``, 2.2e-7 at ``L = 1``). Speed: the closed
