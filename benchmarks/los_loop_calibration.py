@@ -15,12 +15,12 @@ import shutil
 from pathlib import Path
 
 HERE = Path(__file__).parent
-KEYS = ("crps", "crps_normalised", "nll", "coverage80", "coverage90", "width80", "width90")
 
 
 def main() -> None:
     from stmgt.calibration import calibrate_run
     from stmgt.config import load_config
+    from stmgt.evaluation.evaluate import UNCALIBRATED_KEYS
     from stmgt.evaluation.runner import evaluate_run
     from stmgt.training.fit import fit
 
@@ -36,7 +36,7 @@ def main() -> None:
         fit(load_config(a.config, {"data.source": a.data, "train.seed": a.seed}), run)
     cal = calibrate_run(run)
     res = evaluate_run(run, plots=True)
-    before, after = res["uncalibrated"], {k: res[k] for k in KEYS}
+    before, after = res["uncalibrated"], {k: res[k] for k in UNCALIBRATED_KEYS}
     out = Path(a.out)
     summary = {"config": Path(a.config).name, "seed": a.seed, "factors": cal["factors"], "method": cal["method"],
                "mae": res["mae"], "before": before, "after": after}

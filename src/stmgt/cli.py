@@ -209,13 +209,10 @@ def _cmd_benchmark(a) -> int:
 
 def _cmd_bench(a) -> int:
     from stmgt.bench import bench, matmul_peak_gflops
-    from stmgt.errors import ConfigError
+    from stmgt.runtime import require_cuda
 
     if a.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is visible to torch (install a CUDA build of torch)")
+        require_cuda(f"--device is {a.device!r}")
     res = bench(a.model, a.nodes, a.batch, a.history, a.horizon, a.device, a.steps, a.precision, a.compile,
                 checkpoint=a.checkpoint, keep_memory=not a.return_memory)
     if a.peak:

@@ -41,3 +41,16 @@ def keep_freed_memory() -> bool:
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
             _DONE = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, -1))
     return _DONE
+
+
+def require_cuda(what: str) -> None:
+    """Raise a one-line :class:`~stmgt.errors.ConfigError` naming ``what`` asked for CUDA (e.g.
+    ``"train.accelerator is 'cuda'"``) when torch sees no usable CUDA device."""
+    import torch
+
+    from stmgt.errors import ConfigError
+
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        raise ConfigError(f"{what} but this machine has no usable CUDA device (torch {torch.__version__}, {build});"
+                          " use the CPU, or install a CUDA build of torch (README, 'On a GPU machine')")

@@ -18,6 +18,19 @@
 
 namespace {
 
+// One step of the recurrence for all Di channels of one sequence: hc = exp(delta A) * hp + delta u B.
+// hc may be hp (in place).
+template <typename scalar_t>
+inline void advance(const scalar_t* hp, scalar_t* hc, const scalar_t* ut, const scalar_t* dt, const scalar_t* Bt,
+                    const scalar_t* A, int64_t Di, int64_t N) {
+  for (int64_t d = 0; d < Di; ++d) {
+    const scalar_t delta = dt[d], du = delta * ut[d];
+    const scalar_t* Ad = A + d * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) hc[d * N + n] = std::exp(delta * Ad[n]) * hp[d * N + n] + du * Bt[n];
+  }
+}
+
 template <typename scalar_t>
 void forward_kernel(const scalar_t* u, const scalar_t* dl, const scalar_t* A, const scalar_t* Bm,
                     const scalar_t* Cm, const scalar_t* h0, scalar_t* y, scalar_t* hT,
@@ -29,21 +42,13 @@ void forward_kernel(const scalar_t* u, const scalar_t* dl, const scalar_t* A, co
       else std::fill(h, h + Di * N, scalar_t(0));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t bt = b * T + t;
-        const scalar_t* ut = u + bt * Di;
-        const scalar_t* dt = dl + bt * Di;
-        const scalar_t* Bt = Bm + bt * N;
+        advance(h, h, u + bt * Di, dl + bt * Di, Bm + bt * N, A, Di, N);
         const scalar_t* Ct = Cm + bt * N;
         scalar_t* yt = y + bt * Di;
-        for (int64_t d = 0; d < Di; ++d) {
-          const scalar_t delta = dt[d], du = delta * ut[d];
-          const scalar_t* Ad = A + d * N;
-          scalar_t* hd = h + d * N;
+        for (int64_t d = 0; d < Di; ++d) {  // y_t = sum_n h_t C_t
           scalar_t acc = 0;
 #pragma omp simd reduction(+ : acc)
-          for (int64_t n = 0; n < N; ++n) {
-            hd[n] = std::exp(delta * Ad[n]) * hd[n] + du * Bt[n];
-            acc += hd[n] * Ct[n];
-          }
+          for (int64_t n = 0; n < N; ++n) acc += h[d * N + n] * Ct[n];
           yt[d] = acc;
         }
       }
@@ -68,16 +73,7 @@ void backward_kernel(const scalar_t* u, const scalar_t* dl, const scalar_t* A, c
       else std::fill(H.begin(), H.begin() + DN, scalar_t(0));
       for (int64_t t = 0; t < T; ++t) {  // recompute the states
         const int64_t bt = b * T + t;
-        const scalar_t *ut = u + bt * Di, *dt = dl + bt * Di, *Bt = Bm + bt * N;
-        const scalar_t* hp = H.data() + t * DN;
-        scalar_t* hc = H.data() + (t + 1) * DN;
-        for (int64_t d = 0; d < Di; ++d) {
-          const scalar_t delta = dt[d], du = delta * ut[d];
-          const scalar_t* Ad = A + d * N;
-#pragma omp simd
-          for (int64_t n = 0; n < N; ++n)
-            hc[d * N + n] = std::exp(delta * Ad[n]) * hp[d * N + n] + du * Bt[n];
-        }
+        advance(H.data() + t * DN, H.data() + (t + 1) * DN, u + bt * Di, dl + bt * Di, Bm + bt * N, A, Di, N);
       }
       std::copy(ghT + b * DN, ghT + (b + 1) * DN, g.begin());
       for (int64_t t = T - 1; t >= 0; --t) {  // adjoint recurrence, backwards in time

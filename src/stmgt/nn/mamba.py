@@ -80,6 +80,13 @@ class MambaState(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------- scans
+def _finish(y: Tensor, h: Tensor, u: Tensor, D: Tensor | None, return_state: bool):
+    """Add the skip ``D u`` to the scan output ``y [B', T, Di]``; return ``y``, or ``(y, h_T)``."""
+    if D is not None:
+        y = y + u * D
+    return (y, h) if return_state else y
+
+
 def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                               D: Tensor | None = None, h0: Tensor | None = None, return_state: bool = False):
     """Reference selective scan: one step per loop iteration.
@@ -100,9 +107,7 @@ def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
         h = torch.exp(dt * A) * h + (dt * u[:, t, :, None]) * B[:, t, None, :]  # [B', Di, N]
         ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
     y = torch.stack(ys, 1) if ys else u.new_zeros(Bp, 0, Di)  # [B', T, Di]
-    if D is not None:
-        y = y + u * D
-    return (y, h) if return_state else y
+    return _finish(y, h, u, D, return_state)
 
 
 def auto_chunk(batch: int, d_inner: int, d_state: int, length: int, device: torch.device | str = "cpu",
@@ -291,9 +296,7 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
         raise ConfigError(f"selective scan chunk must be at least 1, got {chunk}")
     if L == 1 and T > 0:  # the recurrence itself, with a hand-written backward pass
         y, h = _SelectiveScanFn.apply(u, delta, A, B, C, h0)
-        if D is not None:
-            y = y + u * D
-        return (y, h) if return_state else y
+        return _finish(y, h, u, D, return_state)
     h = u.new_zeros(Bp, Di, A.shape[1]) if h0 is None else h0
     use_ckpt = checkpoint and torch.is_grad_enabled()
     ys = []
@@ -305,9 +308,7 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
             y, h = _scan_chunk(*args)
         ys.append(y)
     y = torch.cat(ys, 1) if ys else u.new_zeros(Bp, 0, Di)  # [B', T, Di]
-    if D is not None:
-        y = y + u * D
-    return (y, h) if return_state else y
+    return _finish(y, h, u, D, return_state)
 
 
 class _CompiledScanFn(torch.autograd.Function):
@@ -352,9 +353,7 @@ def selective_scan_compiled(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: T
     if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64) or u.shape[1] == 0:
         return selective_scan_chunked(u, delta, A, B, C, D, h0=h0, return_state=return_state)
     y, h = _CompiledScanFn.apply(u, delta, A, B, C, h0)
-    if D is not None:
-        y = y + u * D
-    return (y, h) if return_state else y
+    return _finish(y, h, u, D, return_state)
 
 
 _COMPILED_OK: bool | None = None  # whether the compiled kernel could be built (None: not tried yet)
@@ -400,13 +399,8 @@ def selective_scan_mambapy(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Te
         BX = torch.cat([BX[:, :1] + deltaA[:, :1] * h0.unsqueeze(1), BX[:, 1:]], 1)
     hs = pscan(deltaA, BX)  # [B', T, Di, N]
     y = torch.einsum("btdn,btn->btd", hs, C)
-    if D is not None:
-        y = y + u * D
-    if not return_state:
-        return y
-    if u.shape[1] > 0:
-        return y, hs[:, -1]
-    return y, (u.new_zeros(u.shape[0], u.shape[2], A.shape[1]) if h0 is None else h0)
+    h = hs[:, -1] if u.shape[1] > 0 else (u.new_zeros(u.shape[0], u.shape[2], A.shape[1]) if h0 is None else h0)
+    return _finish(y, h, u, D, return_state)
 
 
 def selective_scan_cuda(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,

@@ -17,11 +17,19 @@ from stmgt.config import Config
 from stmgt.data.panel import Panel
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
-from stmgt.errors import ConfigError, RunError
+from stmgt.errors import RunError
 from stmgt.models import build_model
 from stmgt.run import Run, data_info
-from stmgt.runtime import keep_freed_memory
+from stmgt.runtime import keep_freed_memory, require_cuda
 from stmgt.training.module import ForecastTask
+
+
+def _epoch_metrics(trainer) -> dict[str, float] | None:
+    """The logged metrics at the end of a training epoch as floats; None where nothing is to be
+    written (the sanity check, DDP ranks other than 0)."""
+    if trainer.sanity_checking or not trainer.is_global_zero:
+        return None
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 class HistoryWriter(Callback):
@@ -36,11 +44,11 @@ class HistoryWriter(Callback):
                 csv.writer(f).writerow(self.FIELDS)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        m = _epoch_metrics(trainer)
+        if m is None:
             return
-        m = trainer.callback_metrics
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        row = [trainer.current_epoch] + [float(m[k]) if k in m else "" for k in self.FIELDS[1:4]] + [lr]
+        row = [trainer.current_epoch] + [m.get(k, "") for k in self.FIELDS[1:4]] + [lr]
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow(row)
 
@@ -60,12 +68,12 @@ class EpochLog(Callback):
         self.t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        m = _epoch_metrics(trainer)
+        if m is None:
             return
-        m = trainer.callback_metrics
-        val = float(m["val_mae"]) if "val_mae" in m else float("nan")
+        val = m.get("val_mae", float("nan"))
         self.best = min(self.best, val)
-        loss = f"  train loss {float(m['train_loss']):.4f}" if "train_loss" in m else ""
+        loss = f"  train loss {m['train_loss']:.4f}" if "train_loss" in m else ""
         dur = int(time.perf_counter() - self.t0)
         print(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{loss}  val MAE {val:.3f}"
               f" (best {self.best:.3f})  {dur // 60}m{dur % 60:02d}s", file=self.stream or sys.stderr, flush=True)
@@ -98,11 +106,8 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     """
     _quiet_lightning()
     t = cfg.train
-    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
-        raise ConfigError(f"train.accelerator is {t.accelerator!r} but this machine has no usable CUDA device "
-                          f"(torch {torch.__version__}, {build}); use --accelerator cpu, or install a CUDA build "
-                          "of torch (README, 'On a GPU machine')")
+    if t.accelerator in ("gpu", "cuda"):
+        require_cuda(f"train.accelerator is {t.accelerator!r} (--accelerator cpu to train here)")
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if keeps_freed_memory(cfg):
