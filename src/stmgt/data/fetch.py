@@ -105,7 +105,7 @@ DATASETS: dict[str, Dataset] = {
             RemoteFile("montevideo_bus.json", _PYGT, "dataset/montevideo_bus.json",
                        "37d9c6286d474077b5c05173c1570c4da42c387013116daa8862c7a6cab86a75", 3131884),
         ),
-        format=None,
+        format="montevideo",
         description="Montevideo bus-stop hourly inflow, 675 stops x 744 h (PyTorch Geometric Temporal)",
         license="MIT (pytorch_geometric_temporal); Uruguay open data",
     ),

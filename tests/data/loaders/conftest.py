@@ -30,3 +30,8 @@ def hcmc() -> Path:
 @pytest.fixture
 def i94() -> Path:
     return shared_folder("metro_interstate_i94")
+
+
+@pytest.fixture
+def montevideo_bus() -> Path:
+    return shared_folder("montevideo_bus")

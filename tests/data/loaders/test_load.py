@@ -11,7 +11,9 @@ from stmgt.errors import ConfigError, DataError
 
 
 def test_formats_registry():
-    assert set(FORMATS) == set(LOADERS) == {"panel", "tgcn", "metr", "pems", "hcmc", "i94", "city"}
+    assert set(FORMATS) == set(LOADERS) == {
+        "panel", "tgcn", "metr", "pems", "hcmc", "i94", "city", "montevideo"
+    }
 
 
 def test_panel_npz_round_trip(tmp_path):

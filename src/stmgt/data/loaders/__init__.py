@@ -4,19 +4,20 @@
 calls that format's loader; ``format=`` forces one. Every loader is a small module of its own,
 documented with the file layout, units and missing-value convention of its source:
 
-========  ===============================================  =====================================
-format    files                                            loader
-========  ===============================================  =====================================
-panel     ``panel.npz`` (+ ``meta.json``)                  :meth:`Panel.load` (stmgt's own)
-city      ``observations.csv|parquet``, ``edges.csv``,      :func:`~.city.load_city`
-          optional ``nodes.csv``
-tgcn      ``<prefix>_speed.csv`` + ``<prefix>_adj.csv``    :func:`~.tgcn.load_tgcn` (Los-loop)
-metr      ``*.h5`` + ``adj_mx*.pkl``                       :func:`~.metr.load_metr` (METR-LA, PEMS-BAY)
-pems      ``PEMS0X.npz`` (key ``data``) + ``PEMS0X.csv``   :func:`~.pems.load_pems`
-hcmc      ``processed/all_runs_combined.parquet``          :func:`~.hcmc.load_hcmc`
-          or ``runs/run_*/traffic_edges.json``
-i94       ``Metro_Interstate_Traffic_Volume.csv``          :func:`~.i94.load_i94`
-========  ===============================================  =====================================
+==========  ===============================================  =====================================
+format      files                                            loader
+==========  ===============================================  =====================================
+panel       ``panel.npz`` (+ ``meta.json``)                  :meth:`Panel.load` (stmgt's own)
+city        ``observations.csv|parquet``, ``edges.csv``,      :func:`~.city.load_city`
+            optional ``nodes.csv``
+tgcn        ``<prefix>_speed.csv`` + ``<prefix>_adj.csv``    :func:`~.tgcn.load_tgcn` (Los-loop)
+metr        ``*.h5`` + ``adj_mx*.pkl``                       :func:`~.metr.load_metr` (METR-LA, PEMS-BAY)
+pems        ``PEMS0X.npz`` (key ``data``) + ``PEMS0X.csv``   :func:`~.pems.load_pems`
+hcmc        ``processed/all_runs_combined.parquet``          :func:`~.hcmc.load_hcmc`
+            or ``runs/run_*/traffic_edges.json``
+i94         ``Metro_Interstate_Traffic_Volume.csv``          :func:`~.i94.load_i94`
+montevideo  ``montevideo_bus.json`` (node-link JSON)         :func:`~.montevideo.load_montevideo`
+==========  ===============================================  =====================================
 
 Options are passed to the loader; an option it does not take raises a one-line
 :class:`~stmgt.errors.ConfigError` listing the ones it does.
@@ -33,6 +34,8 @@ from stmgt.data.loaders.hcmc import PARQUET, load_hcmc, run_folders
 from stmgt.data.loaders.i94 import FILE as I94_FILE
 from stmgt.data.loaders.i94 import load_i94
 from stmgt.data.loaders.metr import load_metr
+from stmgt.data.loaders.montevideo import FILE as MONTEVIDEO_FILE
+from stmgt.data.loaders.montevideo import load_montevideo
 from stmgt.data.loaders.pems import has_data_key, load_pems
 from stmgt.data.loaders.tgcn import find_pair, load_tgcn
 from stmgt.data.panel import PANEL_FILE, Panel
@@ -47,6 +50,7 @@ FORMATS: dict[str, str] = {
     "pems": "PEMS0X.npz with a 'data' array + PEMS0X.csv distances (from,to,cost)",
     "hcmc": "processed/all_runs_combined.parquet or runs/run_*/traffic_edges.json",
     "i94": "Metro_Interstate_Traffic_Volume.csv",
+    "montevideo": "montevideo_bus.json (PyTorch Geometric Temporal node-link JSON)",
 }
 
 
@@ -63,6 +67,7 @@ LOADERS: dict[str, Callable[..., Panel]] = {
     "pems": load_pems,
     "hcmc": load_hcmc,
     "i94": load_i94,
+    "montevideo": load_montevideo,
 }
 
 
@@ -79,6 +84,8 @@ def detect_format(path: str | Path) -> str:
             return "city"
         if n == I94_FILE:
             return "i94"
+        if n == MONTEVIDEO_FILE:
+            return "montevideo"
         if n.endswith("_speed.csv"):
             return "tgcn"
         if p.suffix in (".h5", ".hdf5"):
@@ -94,6 +101,8 @@ def detect_format(path: str | Path) -> str:
         return "city"
     if (p / I94_FILE).is_file():
         return "i94"
+    if (p / MONTEVIDEO_FILE).is_file():
+        return "montevideo"
     if (p / PARQUET).is_file() or run_folders(p) or (p.name == "runs" and run_folders(p.parent)):
         return "hcmc"
     if any(p.glob("*.h5")) or any(p.glob("*.hdf5")):
@@ -146,6 +155,7 @@ __all__ = [
     "load_hcmc",
     "load_i94",
     "load_metr",
+    "load_montevideo",
     "load_pems",
     "load_tgcn",
 ]
