@@ -2,7 +2,8 @@
 
 Each kernel has a plain-PyTorch implementation that it is tested against; nothing requires a
 kernel. :func:`selective_scan_extension` builds ``selective_scan.cpp`` (the Mamba recurrence,
-forward and backward, fused per sequence) with ``torch.utils.cpp_extension.load``: it needs
+forward and backward, fused per sequence) and :func:`graph_attention_extension` builds
+``graph_attention.cpp`` (GATv2's edge scores and weighted sums without edge-sized features) with ``torch.utils.cpp_extension.load``: it needs
 ``g++`` (or the compiler in ``$CXX``) and ``ninja`` and takes about a minute once; the library
 is cached under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) under a name
 that hashes the source, the flags and this CPU's instruction-set flags, so a changed source or a
@@ -19,7 +20,6 @@ from pathlib import Path
 
 from stmgt.errors import ConfigError
 
-_SOURCE = Path(__file__).with_name("selective_scan.cpp")
 _FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"]
 
 
@@ -33,31 +33,53 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-@lru_cache(maxsize=1)
-def selective_scan_extension():
-    """The compiled selective-scan module (``forward``, ``backward``), built once per machine.
+def _build(stem: str, what: str, fallback: str):
+    """Compile (once per machine, cached) and load ``<stem>.cpp`` of this folder.
 
     Raises:
-        ConfigError: the kernel cannot be built here (no compiler, no ninja, a build error); the
-            message names the cause and the fallback (``model.scan: chunked``).
+        ConfigError: it cannot be built here (no compiler, no ninja, a build error); the message
+            names the cause and ``fallback``, the plain-PyTorch alternative.
     """
     import torch
     from torch.utils import cpp_extension
 
-    src = _SOURCE.read_bytes()
+    source = Path(__file__).with_name(f"{stem}.cpp")
+    src = source.read_bytes()
     key = hashlib.sha256(src + " ".join(_FLAGS).encode() + _cpu_flags().encode()
                          + torch.__version__.encode()).hexdigest()[:12]
-    name = f"stmgt_selective_scan_{key}"
+    name = f"stmgt_{stem}_{key}"
     try:  # a private helper of torch: only used to say that a build is coming
         built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
     except Exception:
         built = False
     if not built:
-        print("stmgt: compiling the CPU selective-scan kernel (once per machine, about a minute)",
+        print(f"stmgt: compiling the CPU {what} kernel (once per machine, about a minute)",
               file=sys.stderr, flush=True)
     try:
-        return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_FLAGS, verbose=False)
+        return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_FLAGS, verbose=False)
     except Exception as e:  # compiler missing, ninja missing, build failure
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"the compiled selective scan could not be built ({reason[:200]}); install g++ and "
-                          "ninja, or use model.scan: chunked (plain PyTorch, same results)") from None
+        raise ConfigError(f"the compiled {what} could not be built ({reason[:200]}); install g++ and "
+                          f"ninja, or use {fallback} (plain PyTorch, same results)") from None
+
+
+@lru_cache(maxsize=1)
+def selective_scan_extension():
+    """The compiled selective-scan module (``forward``, ``backward``), built once per machine.
+
+    Raises:
+        ConfigError: the kernel cannot be built here; the message names the cause and the
+            fallback (``model.scan: chunked``).
+    """
+    return _build("selective_scan", "selective-scan", "model.scan: chunked")
+
+
+@lru_cache(maxsize=1)
+def graph_attention_extension():
+    """The compiled GATv2 edge kernels (``score_forward/backward``, ``aggregate_forward/backward``).
+
+    Raises:
+        ConfigError: the kernel cannot be built here; the message names the cause and the
+            fallback (``model.fused_attention: false``).
+    """
+    return _build("graph_attention", "graph-attention", "model.fused_attention: false")

@@ -17,15 +17,17 @@ class SpatialBranch(nn.Module):
         dropout: dropout on attention coefficients and on the branch output (default 0.2).
         drop_edge: DropEdge probability during training (default 0.05).
         v2: GATv2 (default) or GAT.
+        fused: run GATv2's edge operations in the compiled CPU kernels (default True; see
+            :class:`~stmgt.nn.gat.GraphAttention`).
 
     Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``[B, T, N, D]``.
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
-                 v2: bool = True):
+                 v2: bool = True, fused: bool = True):
         super().__init__()
         self.gat = GraphAttention(hidden, hidden // heads, heads, concat=True, dropout=dropout,
-                                  drop_edge=drop_edge, v2=v2)
+                                  drop_edge=drop_edge, v2=v2, fused=fused)
         self.drop = FastDropout(dropout)
         self.norm = nn.LayerNorm(hidden)
 

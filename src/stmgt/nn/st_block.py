@@ -19,15 +19,16 @@ class STBlock(nn.Module):
         drop_edge: DropEdge probability of the spatial branch (default 0.05).
         spatial: with False the spatial branch is switched off and the block is the temporal
             branch alone (an ablation: "does the graph help?").
+        fused: GATv2's edge operations in the compiled CPU kernels (default True).
 
     Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``(h [B, T, N, D], alpha [B, T, N, D] or None,
     attention or None)``.
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
-                 spatial: bool = True):
+                 spatial: bool = True, fused: bool = True):
         super().__init__()
-        self.spatial = SpatialBranch(hidden, heads, dropout, drop_edge) if spatial else None
+        self.spatial = SpatialBranch(hidden, heads, dropout, drop_edge, fused=fused) if spatial else None
         self.temporal = TemporalBranch(hidden, heads, dropout)
         self.fusion = GatedFusion(hidden) if spatial else None
 
