@@ -121,7 +121,11 @@ class TrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     """Machines for multi-node DDP (with ``torchrun`` or a cluster launcher)."""
     accelerator: Literal["cpu", "gpu", "cuda", "auto"] = "cpu"
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    precision: Literal["32", "bf16-mixed", "16-mixed", "auto"] = "32"
+    """Arithmetic precision: ``"auto"`` is bf16 autocast where the CPU has AVX512-BF16 or AMX (or the
+    GPU supports bf16) and float32 elsewhere."""
+    max_minutes: float | None = Field(None, gt=0)
+    """Stop training after this many minutes (the run's ``training.json`` then says ``budget``)."""
     limit_train_batches: float | int | None = None
     """Use only this many (int) or this fraction (float) of training batches per epoch."""
     num_threads: int | None = Field(None, ge=1)

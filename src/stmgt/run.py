@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stmgt.config import Config, load_config
-from stmgt.data.panel import Panel
+from stmgt.data.panel import Panel, day_classes
 from stmgt.data.windows import PanelData, Scaler
 from stmgt.errors import RunError
 from stmgt.models.base import DataInfo, ForecastModel
@@ -50,10 +50,17 @@ def steps_per_day(interval_minutes: float) -> int:
     return max(1, int(round(1440 / interval_minutes)))
 
 
+def training_day_classes(data: PanelData) -> tuple[int, ...]:
+    """:func:`~stmgt.data.panel.day_classes` of the days in the training split."""
+    lo, hi = data.bounds["train"]
+    return day_classes(data.panel.calendar()[1][lo:hi])
+
+
 def data_info(data: PanelData) -> DataInfo:
     return DataInfo(num_nodes=data.num_nodes, in_channels=data.in_channels, weather_dim=data.weather_dim,
                     history=data.history, horizon=data.horizon,
-                    steps_per_day=steps_per_day(data.panel.interval_minutes))
+                    steps_per_day=steps_per_day(data.panel.interval_minutes),
+                    day_classes=training_day_classes(data))
 
 
 class Run:
@@ -63,6 +70,15 @@ class Run:
         self.dir = Path(directory)
 
     # ---------------------------------------------------------------- writing
+    def save_training(self, summary: dict) -> None:
+        """``training.json``: epochs, best epoch, stop reason, seconds (see :func:`stmgt.training.fit.training_summary`)."""
+        (self.dir / "training.json").write_text(json.dumps(summary, indent=1))
+
+    def training(self) -> dict:
+        """``training.json`` of a trained model ({} for statistical models and older runs)."""
+        p = self.dir / "training.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
     def save_setup(self, cfg: Config, data: PanelData) -> None:
         from stmgt.data.source import fingerprint
 
@@ -81,6 +97,7 @@ class Run:
             "history": data.history, "horizon": data.horizon, "in_channels": data.in_channels,
             "scaler": data.scaler.__dict__, "cov_scaler": None if data.cov_scaler is None else data.cov_scaler.__dict__,
             "coords": None if p.coords is None else p.coords.tolist(),
+            "day_classes": list(training_day_classes(data)),
         }
         (self.dir / "data.json").write_text(json.dumps(meta, indent=1))
         arrays = {"edge_index": p.edge_index}
@@ -121,7 +138,8 @@ class Run:
         m = self.meta()
         return DataInfo(num_nodes=len(m["node_ids"]), in_channels=m["in_channels"],
                         weather_dim=len(m["covariate_names"]), history=m["history"], horizon=m["horizon"],
-                        steps_per_day=m["steps_per_day"])
+                        steps_per_day=m["steps_per_day"],
+                        day_classes=tuple(m.get("day_classes", range(7))))  # runs before it: seven
 
     def model(self) -> ForecastModel:
         """The trained model (eval mode) with the weights chosen on validation."""

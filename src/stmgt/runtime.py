@@ -54,3 +54,40 @@ def require_cuda(what: str) -> None:
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
         raise ConfigError(f"{what} but this machine has no usable CUDA device (torch {torch.__version__}, {build});"
                           " use the CPU, or install a CUDA build of torch (README, 'On a GPU machine')")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16 on x86)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, accelerator: str = "cpu") -> str:
+    """``train.precision`` made concrete: ``"auto"`` is bf16 autocast on a CPU with native bfloat16
+    (:func:`cpu_has_bf16`), on CUDA devices that support it, and float32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32"
+    return "bf16-mixed" if cpu_has_bf16() else "32"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; containers and ``taskset`` narrow it)."""
+    try:
+        import os
+
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        import os
+
+        return max(1, os.cpu_count() or 1)

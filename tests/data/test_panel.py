@@ -82,3 +82,37 @@ def test_calendar_features():
     p = _panel(timestamps=np.datetime64("2024-01-01T06:00") + np.arange(20) * np.timedelta64(5, "m"))
     tod, dow = p.calendar()
     assert np.isclose(tod[0], 0.25) and dow[0] == 0  # 2024-01-01 was a Monday
+
+
+def test_day_classes_only_use_days_the_training_split_contains():
+    from stmgt.data.panel import day_classes
+
+    assert day_classes(range(7)) == (0, 1, 2, 3, 4, 5, 6)
+    # Los-loop: training runs Thursday to Monday; Tuesday and Wednesday are weekdays it never saw
+    assert day_classes([3, 4, 5, 6, 0]) == (0, 0, 0, 0, 0, 1, 1)
+    assert day_classes([0, 1, 2]) == (0,) * 7  # weekdays only: no day information to learn
+    assert day_classes([]) == (0,) * 7
+
+
+def test_los_loop_style_split_gets_weekday_weekend_embeddings(tmp_path):
+    """A 7-day panel starting on a Thursday, split 70/10/20: the run records weekday/weekend classes and
+    the model's day-of-week embedding has two rows, both trained."""
+
+    from stmgt.config import ModelConfig
+    from stmgt.data.synthetic import synthetic_city
+    from stmgt.data.windows import PanelData
+    from stmgt.models import build_model
+    from stmgt.run import data_info
+
+    panel = synthetic_city(num_nodes=4, days=7, seed=0, start="2012-03-01")  # a Thursday
+    data = PanelData(panel, 12, 12, (0.7, 0.1, 0.2), 8)
+    info = data_info(data)
+    assert info.day_classes == (0, 0, 0, 0, 0, 1, 1)
+    model = build_model(ModelConfig(hidden=8, heads=2, blocks=1), info)
+    assert model.embedding.dow.weight.shape == (2, 8)
+    batch = data.batch_at(data.starts["train"][:4])
+    model(batch, data.edge_index).mean.sum().backward()
+    assert model.embedding.dow.weight.grad.abs().sum() > 0
+    test = data.batch_at(data.starts["test"][:2])
+    assert set(test.dow.unique().tolist()) <= {1, 2}  # Tuesday and Wednesday, mapped to "weekday"
+    assert model(test, data.edge_index).mean.isfinite().all()

@@ -50,3 +50,38 @@ def test_freed_memory_is_kept_unless_the_model_saves_memory():
         assert not keeps_freed_memory(cfg(saving))
         assert keeps_freed_memory(cfg(saving, {"keep_freed_memory": True}))  # an explicit choice wins
     assert not keeps_freed_memory(cfg(train={"keep_freed_memory": False}))
+
+
+def test_training_json_records_epochs_best_epoch_and_why_training_stopped(tmp_path):
+    """The best epoch and stop reason are read back against history.csv, the independent record."""
+    import csv
+
+    from stmgt.config import load_config
+    from stmgt.run import Run
+    from stmgt.training.fit import fit
+
+    small = {"data.synthetic.nodes": 5, "data.synthetic.days": 2, "model.hidden": 8, "model.heads": 2,
+             "model.blocks": 1, "train.progress": False, "train.batch_size": 64}
+    fit(load_config(None, {**small, "train.max_epochs": 3}), tmp_path / "a")
+    info = Run(tmp_path / "a").training()
+    rows = list(csv.DictReader((tmp_path / "a" / "history.csv").open()))
+    vals = [float(r["val_mae"]) for r in rows]
+    assert info["epochs"] == len(rows) == 3 and info["stop_reason"] == "max_epochs"
+    assert info["best_epoch"] == 1 + vals.index(min(vals))
+    assert abs(info["best_val_mae"] - min(vals)) < 1e-5
+    assert info["precision"] == "32" and info["train_seconds"] > 0
+
+    # patience 1 on a learning rate too small to improve anything: early stop after two epochs
+    fit(load_config(None, {**small, "train.max_epochs": 20, "train.patience": 1, "train.lr": 1e-12}), tmp_path / "b")
+    info = Run(tmp_path / "b").training()
+    assert info["stop_reason"] == "early_stop" and info["epochs"] < 20
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    from stmgt import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.resolve_precision("auto") == "bf16-mixed"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.resolve_precision("auto") == "32"
+    assert runtime.resolve_precision("bf16-mixed") == "bf16-mixed"

@@ -286,3 +286,22 @@ class Panel:
             name=meta.get("name", d.name),
             units=meta.get("units", ""),
         )
+
+
+def day_classes(seen_days) -> tuple[int, ...]:
+    """The day-of-week categories a model can learn from training days ``seen_days`` (0 = Monday).
+
+    A learned day-of-week embedding has no trained row for a day the training split never
+    contains (Los-loop's seven days are cut so that validation and test are the only Tuesday and
+    Wednesday): that row would stay a random vector exactly where the model is scored. So: all seven
+    days seen -> seven categories; otherwise weekday/weekend when both occur (an unseen Tuesday is
+    a weekday); otherwise one category (no day-of-week information).
+
+    Returns: ``classes[7]``, the category of each weekday (Monday first).
+    """
+    seen = {int(d) for d in seen_days}
+    if seen >= set(range(7)):
+        return tuple(range(7))
+    if seen & set(range(5)) and seen & {5, 6}:
+        return (0, 0, 0, 0, 0, 1, 1)
+    return (0,) * 7

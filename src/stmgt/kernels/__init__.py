@@ -3,7 +3,8 @@
 Each kernel has a plain-PyTorch implementation that it is tested against; nothing requires a
 kernel. :func:`selective_scan_extension` builds ``selective_scan.cpp`` (the Mamba recurrence,
 forward and backward, fused per sequence) and :func:`graph_attention_extension` builds
-``graph_attention.cpp`` (GATv2's edge scores and weighted sums without edge-sized features) with ``torch.utils.cpp_extension.load``: it needs
+``graph_attention.cpp`` (GATv2's edge scores and weighted sums without edge-sized features),
+each with ``torch.utils.cpp_extension.load``: it needs
 ``g++`` (or the compiler in ``$CXX``) and ``ninja`` and takes about a minute once; the library
 is cached under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) under a name
 that hashes the source, the flags and this CPU's instruction-set flags, so a changed source or a

@@ -27,6 +27,9 @@ class DataInfo:
         history: input steps ``T``.
         horizon: forecast steps ``H``.
         steps_per_day: time steps in a day (288 for 5-minute data).
+        day_classes: the day-of-week category of each weekday (Monday first) that calendar
+            embeddings use: seven when the training split covers every weekday, else
+            weekday/weekend (see :func:`~stmgt.data.panel.day_classes`).
     """
 
     num_nodes: int
@@ -35,6 +38,7 @@ class DataInfo:
     history: int = 12
     horizon: int = 12
     steps_per_day: int = 288
+    day_classes: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
 
 
 class ForecastModel(nn.Module):

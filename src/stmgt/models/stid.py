@@ -60,7 +60,8 @@ class STID(ForecastModel):
         embed_dim: size of the history embedding (default 32, as the paper).
         node_dim: size of the node identity embedding (default 32).
         tod_dim: size of the time-of-day embedding (default 32).
-        dow_dim: size of the day-of-week embedding (default 32).
+        dow_dim: size of the day-of-week embedding (default 32); one row per category of
+            ``info.day_classes`` (weekday/weekend where training misses a weekday).
         num_layer: residual MLP layers (default 3).
         hidden_out: features per horizon step given to the head (default ``cfg.hidden``).
 
@@ -79,7 +80,8 @@ class STID(ForecastModel):
         self.series_emb = nn.Linear(info.history * (info.in_channels + 1), embed_dim)
         self.node_emb = nn.Parameter(torch.empty(info.num_nodes, node_dim))
         self.tod_emb = nn.Parameter(torch.empty(info.steps_per_day, tod_dim))
-        self.dow_emb = nn.Parameter(torch.empty(7, dow_dim))
+        self.register_buffer("day_map", torch.tensor(info.day_classes, dtype=torch.long), persistent=False)
+        self.dow_emb = nn.Parameter(torch.empty(max(info.day_classes) + 1, dow_dim))
         for p in (self.node_emb, self.tod_emb, self.dow_emb):
             nn.init.xavier_uniform_(p)
         width = embed_dim + node_dim + tod_dim + dow_dim
@@ -95,7 +97,7 @@ class STID(ForecastModel):
         feats = torch.cat([x, batch.x_mask.unsqueeze(-1).to(x.dtype)], -1)  # [B, T, N, C + 1]
         flat = feats.permute(0, 2, 1, 3).reshape(B, N, -1)  # [B, T, N, C+1] -> [B, N, T*(C+1)]
         slot = tod_slot(batch.tod[:, T - 1], self.steps_per_day)  # [B]
-        day = batch.dow[:, T - 1].long()  # [B]
+        day = self.day_map[batch.dow[:, T - 1].long()]  # [B] day-of-week category
         h = torch.cat([
             self.series_emb(flat),  # [B, N, embed_dim]
             self.node_emb.unsqueeze(0).expand(B, -1, -1),  # [B, N, node_dim]

@@ -80,7 +80,8 @@ class STMGT(ForecastModel):
         self.cfg, self.info = cfg, info
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
-            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention) for _ in range(cfg.blocks)
+            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention)
+            for _ in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)
         self.keep_details = False

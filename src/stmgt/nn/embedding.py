@@ -23,18 +23,21 @@ class InputEmbedding(nn.Module):
         calendar: add time-of-day (``steps_per_day`` slots) and day-of-week embeddings.
         steps_per_day: slots of the time-of-day embedding (default 288, 5-minute steps).
         num_nodes: add a per-node embedding for this many nodes (0: none).
+        day_classes: the category of each weekday (Monday first; default seven): the day-of-week
+            embedding has one row per category (see :func:`~stmgt.data.panel.day_classes`).
 
     Shapes: ``x [B, T, N, C]``, ``mask [B, T, N]``, ``tod/dow [B, T]`` -> ``[B, T, N, D]``.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 96, calendar: bool = False, steps_per_day: int = 288,
-                 num_nodes: int = 0):
+                 num_nodes: int = 0, day_classes=tuple(range(7))):
         super().__init__()
         self.linear = nn.Linear(in_channels + 1, hidden)
         self.norm = nn.LayerNorm(hidden)
         self.steps_per_day = steps_per_day
         self.tod = nn.Embedding(steps_per_day, hidden) if calendar else None
-        self.dow = nn.Embedding(7, hidden) if calendar else None
+        self.register_buffer("day_map", torch.tensor(day_classes, dtype=torch.long), persistent=False)
+        self.dow = nn.Embedding(max(day_classes) + 1, hidden) if calendar else None
         self.node = nn.Parameter(torch.randn(num_nodes, hidden) / math.sqrt(hidden)) if num_nodes else None
         for e in (self.tod, self.dow):
             if e is not None:
@@ -44,13 +47,13 @@ class InputEmbedding(nn.Module):
     def from_config(cls, cfg, info) -> InputEmbedding:
         """Built from a :class:`~stmgt.config.ModelConfig` and a :class:`~stmgt.models.base.DataInfo`."""
         return cls(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
-                   info.num_nodes if cfg.node_embedding else 0)
+                   info.num_nodes if cfg.node_embedding else 0, info.day_classes)
 
     def forward(self, x: Tensor, mask: Tensor, tod: Tensor | None = None, dow: Tensor | None = None) -> Tensor:
         h = self.linear(torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1))  # [B, T, N, D]
         if self.tod is not None and tod is not None:
             slot = (tod * self.steps_per_day).long().clamp_(0, self.steps_per_day - 1)
-            h = h + (self.tod(slot) + self.dow(dow)).unsqueeze(2)  # [B, T, 1, D]
+            h = h + (self.tod(slot) + self.dow(self.day_map[dow.long()])).unsqueeze(2)  # [B, T, 1, D]
         if self.node is not None:
             h = h + self.node
         return self.norm(h)

@@ -20,7 +20,7 @@ from stmgt.data.windows import PanelData
 from stmgt.errors import RunError
 from stmgt.models import build_model
 from stmgt.run import Run, data_info
-from stmgt.runtime import keep_freed_memory, require_cuda
+from stmgt.runtime import keep_freed_memory, require_cuda, resolve_precision
 from stmgt.training.module import ForecastTask
 
 
@@ -124,6 +124,7 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         return run
 
     task = ForecastTask(model, data.edge_index, data.scaler.target_loc, data.scaler.target_scale, t)
+    precision = resolve_precision(t.precision, t.accelerator)
     ckpt_dir = run.dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
                            enable_version_counter=False)
@@ -140,7 +141,8 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         devices=t.devices,
         strategy=("ddp" if t.devices * t.num_nodes > 1 else "auto") if t.strategy == "auto" else t.strategy,
         num_nodes=t.num_nodes,
-        precision=t.precision,
+        precision=precision,
+        max_time={"minutes": t.max_minutes} if t.max_minutes else None,
         gradient_clip_val=t.grad_clip,
         gradient_clip_algorithm="norm",
         callbacks=callbacks,
@@ -155,6 +157,7 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         # tensors reach the spawned processes through files, not file descriptors
         torch.multiprocessing.set_sharing_strategy("file_system")
     g = torch.Generator().manual_seed(t.seed)
+    started = time.perf_counter()
     trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
                 ckpt_path=str(resume) if resume else None, weights_only=True)
     if trainer.is_global_zero:
@@ -162,4 +165,26 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
         run.save_weights(model)
+        run.save_training(training_summary(trainer, best, stop, t, precision, time.perf_counter() - started))
     return run
+
+
+def training_summary(trainer, best: ModelCheckpoint, stop: EarlyStopping, t, precision: str,
+                     seconds: float) -> dict:
+    """What ``training.json`` records: epochs run, the best epoch (1-based) and its validation MAE, why training
+    stopped (``early_stop``, ``max_epochs`` or ``budget``), wall-clock seconds, precision and threads."""
+    epochs = trainer.current_epoch  # epochs completed
+    if stop.stopped_epoch > 0:
+        reason = "early_stop"
+    elif epochs >= t.max_epochs:
+        reason = "max_epochs"
+    else:
+        reason = "budget"
+    best_epoch = None
+    path = Path(best.best_model_path) if best.best_model_path else None
+    if path is not None and path.is_file():
+        best_epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1  # 1-based
+    score = best.best_model_score
+    return {"epochs": int(epochs), "best_epoch": best_epoch,
+            "best_val_mae": None if score is None else float(score), "stop_reason": reason,
+            "train_seconds": round(seconds, 1), "precision": precision, "threads": torch.get_num_threads()}
