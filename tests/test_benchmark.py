@@ -48,3 +48,30 @@ def test_benchmark_leaves_a_run_another_process_holds_and_merges_results(tmp_pat
     assert "--models other --seeds 1" in md and "--models last_value --seeds 2" in md
     other = next(line for line in md.splitlines() if line.startswith("| other (n=1) |"))
     assert "1.00" in other and "±" not in other
+
+
+def test_benchmark_config_gives_each_model_its_own_settings_and_records_training(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8, heads: 2}\n"
+                   "train: {batch_size: 32, num_threads: 1, max_epochs: 2}\n"
+                   "models:\n  gru: {train: {lr: 0.0042}, model: {dropout: 0.05}}\n")
+    argv = ["benchmark", "--models", "gru", "stid", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path),
+            "--name", "tiny"]
+    assert main(argv) == 0
+    from stmgt.run import Run
+
+    gru = Run(tmp_path / "runs" / "tiny" / "gru" / "seed0").config()
+    stid = Run(tmp_path / "runs" / "tiny" / "stid" / "seed0").config()
+    assert (gru.train.lr, gru.model.dropout) == (0.0042, 0.05)
+    assert (stid.train.lr, stid.model.dropout) == (0.001, 0.2)  # the shared defaults
+    run = json.loads((tmp_path / "tiny.json").read_text())["runs"]["gru/seed0"]
+    assert run["epochs"] == 2 and run["stop_reason"] == "max_epochs" and run["best_epoch"] in (1, 2)
+    assert "--config " + str(cfg) in (tmp_path / "tiny.md").read_text()
+
+
+def test_bench_reports_both_precisions_with_their_peak(capsys):
+    assert main(["bench", "--nodes", "6", "--batch", "2", "--steps", "1", "--precision", "both", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["precision"] for r in rows] == ["32", "bf16-mixed"]
+    for r in rows:
+        assert r["peak_gflops"] > 0 and abs(r["fraction_of_peak"] - r["achieved_gflops"] / r["peak_gflops"]) < 1e-3

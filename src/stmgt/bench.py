@@ -10,7 +10,9 @@ Figures reported:
   ``infer_latency_ms_b1`` (one sample);
 * ``peak_memory_mb``: the process's peak resident memory (CPU) or the peak allocated GPU memory;
 * ``train_gflop_per_sample`` from ``torch.utils.flop_counter`` and ``achieved_gflops``
-  (that times the training samples per second).
+  (that times the training samples per second);
+* ``peak_gflops``: a large matrix multiply's measured rate in the run's precision (float32, or
+  bfloat16 under ``bf16-mixed``) on the same threads, and ``fraction_of_peak`` = achieved / peak.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from stmgt.testing import make_batch
 from stmgt.training.loss import mixture_loss
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
-    """Measured float32 matrix-multiply throughput (GFLOP/s) of this machine/device."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
+    """Measured matrix-multiply throughput (GFLOP/s) of this machine/device in ``dtype`` (float32 or
+    bfloat16): the machine's practical peak for that precision."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     _sync(device)
@@ -118,6 +121,8 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
         _sync(device)
         lat = (time.perf_counter() - t) / steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _rss_mb()
+    rate = matmul_peak_gflops(device=device, dtype=torch.bfloat16 if precision == "bf16-mixed" else torch.float32)
+    achieved = flops / 1e9 * batch / train_s
     return {
         "model": cfg.name, "nodes": nodes, "edges": int(ei.shape[1]), "batch": batch, "history": history,
         "horizon": horizon, "device": str(device), "precision": precision, "compile": compile,
@@ -129,5 +134,7 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
         "infer_latency_ms_b1": round(lat * 1e3, 2),
         "peak_memory_mb": round(peak, 1),
         "train_gflop_per_sample": round(flops / 1e9, 4),
-        "achieved_gflops": round(flops / 1e9 * batch / train_s, 2),
+        "achieved_gflops": round(achieved, 2),
+        "peak_gflops": round(rate, 1),
+        "fraction_of_peak": round(achieved / rate, 4),
     }

@@ -38,7 +38,8 @@ def protocol_text(protocol: str, panel_name: str, cfg) -> str:
     pooled = " Metrics pooled over the 3 steps (the T-GCN paper's RMSE)." if protocol == "tgcn" else ""
     return (f"Dataset {panel_name}; chronological {f} train/validation/test split of the series with windows made "
             f"inside each split; history {d.history} -> horizon {d.horizon}; scaler fitted on the training split; "
-            "masked metrics on de-normalised values; horizon columns are single steps, 'avg' is the mean over all "
+            "masked metrics on de-normalised values (MAE and MAPE score each forecast's median, RMSE its mean); "
+            "horizon columns are single steps, 'avg' is the mean over all "
             "forecast steps; checkpoint chosen on validation MAE and the test split evaluated once; mean +/- "
             f"sample std over seeds.{pooled}")
 

@@ -112,13 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--history", type=int, default=12)
     b.add_argument("--horizon", type=int, default=12)
     b.add_argument("--device", default="cpu", help="cpu or cuda")
-    b.add_argument("--precision", default="32", choices=["32", "bf16-mixed"])
+    b.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "auto", "both"],
+                   help="32, bf16-mixed, auto (bf16 where the CPU has AVX512-BF16/AMX) or both (one result each);"
+                        " every result has the matmul peak of its precision and the fraction of it achieved")
     b.add_argument("--compile", action="store_true", help="torch.compile the model")
     b.add_argument("--checkpoint", action="store_true", help="recompute block activations in backward (memory)")
     b.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
     b.add_argument("--return-memory", action="store_true",
                    help="let malloc unmap freed blocks (glibc default) instead of keeping them for reuse")
-    b.add_argument("--peak", action="store_true", help="also measure the float32 matmul peak (GFLOP/s)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
 
     m = sub.add_parser("demo", help="the main job: synthetic city -> train -> evaluate -> forecast")
@@ -208,17 +209,17 @@ def _cmd_benchmark(a) -> int:
 
 
 def _cmd_bench(a) -> int:
-    from stmgt.bench import bench, matmul_peak_gflops
-    from stmgt.runtime import require_cuda
+    from stmgt.bench import bench
+    from stmgt.runtime import require_cuda, resolve_precision
 
     if a.device.startswith("cuda"):
         require_cuda(f"--device is {a.device!r}")
-    res = bench(a.model, a.nodes, a.batch, a.history, a.horizon, a.device, a.steps, a.precision, a.compile,
-                checkpoint=a.checkpoint, keep_memory=not a.return_memory)
-    if a.peak:
-        res["matmul_peak_gflops"] = round(matmul_peak_gflops(device=a.device), 1)
-        res["fraction_of_peak"] = round(res["achieved_gflops"] / res["matmul_peak_gflops"], 3)
-    print(json.dumps(res) if a.json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+    accel = "cuda" if a.device.startswith("cuda") else "cpu"
+    precisions = ["32", "bf16-mixed"] if a.precision == "both" else [resolve_precision(a.precision, accel)]
+    for i, precision in enumerate(precisions):
+        res = bench(a.model, a.nodes, a.batch, a.history, a.horizon, a.device, a.steps, precision, a.compile,
+                    checkpoint=a.checkpoint, keep_memory=not a.return_memory)
+        print(json.dumps(res) if a.json else ("\n" if i else "") + "\n".join(f"{k}: {v}" for k, v in res.items()))
     return 0
 
 

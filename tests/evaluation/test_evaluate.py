@@ -24,7 +24,7 @@ def test_calibrated_and_uncalibrated_scores_come_from_one_pass(tiny_panel):
     assert set(cal["uncalibrated"]) == set(UNCALIBRATED_KEYS)
     for k in UNCALIBRATED_KEYS:
         assert abs(cal["uncalibrated"][k] - plain[k]) <= 1e-6 * max(1.0, abs(plain[k]))
-    assert abs(cal["mae"]["avg"] - plain["mae"]["avg"]) < 1e-6  # the mean is unchanged by the spread
+    assert abs(cal["mae_of_mean"]["avg"] - plain["mae_of_mean"]["avg"]) < 1e-6  # the mean is unchanged by the spread
     assert cal["width80"] > 1.9 * plain["width80"] and cal["coverage80"] >= plain["coverage80"]
     # the kept bands are the calibrated ones
     assert abs((fc.hi80 - fc.lo80).mean() - cal["width80"]) < 0.05 * cal["width80"]

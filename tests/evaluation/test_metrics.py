@@ -55,3 +55,29 @@ def test_calibrated_gaussian_has_nominal_coverage_and_flat_pit():
     assert abs(r["coverage80"] - 0.8) < 0.02 and abs(r["coverage90"] - 0.9) < 0.02
     assert np.allclose(r["pit_histogram"], 1 / 20, atol=0.01)
     assert abs(r["crps_normalised"] - r["crps"] / y.double().abs().mean().item()) < 1e-9
+
+
+def test_mae_and_mape_score_the_median_and_rmse_the_mean():
+    """A skewed two-component mixture: MAE/MAPE use its median (found by hand from the CDF), RMSE its mean."""
+    import math
+
+    from stmgt.distributions.mixture import GaussianMixture
+    from stmgt.evaluation.metrics import MetricAccumulator
+
+    # 0.7 N(10, 1) + 0.3 N(20, 1): mean 13; the median solves 0.7 Phi(x - 10) + 0.3 Phi(x - 20) = 0.5
+    means = torch.tensor([10.0, 20.0]).expand(1, 1, 1, 2)
+    dist = GaussianMixture(means, torch.ones(1, 1, 1, 2), torch.tensor([0.7, 0.3]).log().expand(1, 1, 1, 2))
+    phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    lo, hi = 5.0, 25.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 0.7 * phi(mid - 10) + 0.3 * phi(mid - 20) < 0.5 else (lo, mid)
+    median = (lo + hi) / 2
+    y = torch.full((1, 1, 1), 12.0)
+    acc = MetricAccumulator(horizon=1)
+    acc.update(dist, y, torch.ones(1, 1, 1, dtype=torch.bool))
+    r = acc.compute(horizons=(1,))
+    assert abs(r["mae"]["avg"] - abs(median - 12)) < 1e-5
+    assert abs(r["mape"]["avg"] - 100 * abs(median - 12) / 12) < 1e-4
+    assert abs(r["rmse"]["avg"] - 1.0) < 1e-5  # |13 - 12|
+    assert abs(r["mae_of_mean"]["avg"] - 1.0) < 1e-5

@@ -240,8 +240,9 @@ def write_report(run_dir, metrics: Mapping, baselines: Mapping[str, Mapping], in
     out = [f"# Forecast report: {model}" + (f" on {dataset}" if dataset else ""), ""]
     out += _protocol(metrics, baselines, info, horizons)
     out += ["", "## Point forecasts", "",
-            "Masked MAE, RMSE and MAPE in data units; the point forecast is the mean of the predictive"
-            " distribution. Best of each column in bold.", ""]
+            "Masked MAE, RMSE and MAPE in data units; each metric scores the point forecast that minimises it:"
+            " the median of the predictive distribution for MAE and MAPE, its mean for RMSE. Best of each"
+            " column in bold.", ""]
     out.append(metrics_table_markdown(rows, horizons, step_minutes=interval))
     out += ["", "## Probabilistic forecasts", "",
             "Mean negative log-likelihood (NLL, per observed value, data units), CRPS (closed form; also"
