@@ -71,7 +71,7 @@ class Run:
 
     # ---------------------------------------------------------------- writing
     def save_training(self, summary: dict) -> None:
-        """``training.json``: epochs, best epoch, stop reason, seconds (:func:`~stmgt.training.fit.training_summary`)."""
+        """``training.json``: epochs, best epoch, stop reason, time (:func:`~stmgt.training.fit.training_summary`)."""
         (self.dir / "training.json").write_text(json.dumps(summary, indent=1))
 
     def training(self) -> dict:
