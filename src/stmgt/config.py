@@ -79,6 +79,10 @@ class ModelConfig(_Section):
     """Recompute each block's activations in the backward pass (less memory, ~1/3 more time): large graphs."""
     checkpoint_chunk: int | None = Field(None, ge=1)
     """With ``checkpoint``: run each block over chunks of this many samples (bounds memory on huge graphs)."""
+    decoder: Literal["projection", "flat"] = "projection"
+    """From history to horizon steps: ``projection``, one learned weight per (horizon, history) step
+    shared by all features; ``flat``, each horizon step regressed from the node's whole flattened
+    history (STAEformer's output layer)."""
     anchor_last: bool = True
     """Mixture means are offsets from each node's last observed reading (False: the document's head)."""
     # STMamba

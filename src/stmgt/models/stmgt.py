@@ -17,7 +17,7 @@ from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
 from stmgt.nn.embedding import InputEmbedding
-from stmgt.nn.horizon import HorizonProjection
+from stmgt.nn.horizon import FlatHorizonProjection, HorizonProjection
 from stmgt.nn.mixture_head import GaussianMixtureHead, last_observed
 from stmgt.nn.st_block import STBlock
 from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
@@ -31,6 +31,8 @@ class ForecastDecoder(nn.Module):
     steps, over the history's weather tokens (and the horizon's with ``weather_forecast``).
     With ``anchor_last`` the mixture means are offsets from each node's last observed reading
     (a reparametrisation of the head: the network predicts the change, which it learns faster).
+    ``decoder="flat"`` reads each horizon step out of the whole flattened history
+    (:class:`~stmgt.nn.horizon.FlatHorizonProjection`) instead of a shared mix of time steps.
 
     Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
     """
@@ -44,7 +46,8 @@ class ForecastDecoder(nn.Module):
                             if mode == "document" else None)
         self.weather = (WeatherCrossAttention(cfg.hidden, info.weather_dim, cfg.heads, cfg.dropout)
                         if mode == "cross" else None)
-        self.projection = HorizonProjection(info.history, info.horizon)
+        self.projection = (FlatHorizonProjection(info.history, info.horizon, cfg.hidden) if cfg.decoder == "flat"
+                           else HorizonProjection(info.history, info.horizon))
         self.head = GaussianMixtureHead.from_config(cfg.hidden, cfg)
 
     def forward(self, h: Tensor, batch: Batch) -> GaussianMixture:
