@@ -1,0 +1,171 @@
+"""Time to accuracy of STMGT on Los-loop: the cost of one training step per lever, and full trainings.
+
+Two parts, both written to ``benchmarks/results/time_to_accuracy.{json,md}``:
+
+* ``steps``: for each lever (kernels, precision, threads) one fresh process builds the design
+  architecture (hidden 96, 3 blocks, 4 heads, K=5) on Los-loop and times ``--steps`` training steps
+  of a batch of 32 after one warm-up step (AdamW, mixture loss, clipping, as in training); it
+  reports the median step, the epoch that implies (44 batches) and the process's peak RSS.
+* ``runs``: full trainings (run folders of ``stmgt train``/``stmgt benchmark``): epochs, the best
+  epoch, wall-clock to the best epoch and to the stop, stop reason, and the per-epoch log.
+
+    python benchmarks/time_to_accuracy.py steps --data ../shared/data/los_loop
+    python benchmarks/time_to_accuracy.py runs benchmarks/results/runs/los_loop_converged/stmgt/seed0
+
+Each part replaces its own section of the JSON and the table is rebuilt from both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+#: lever name -> (model overrides, precision, threads)
+LEVERS = {
+    "fp32, PyTorch graph attention (before)": ({"model.fused_attention": False}, "32", 1),
+    "fp32, fused graph-attention kernels": ({}, "32", 1),
+    "bf16 autocast, fused kernels": ({}, "bf16-mixed", 1),
+    "fp32, fused kernels, 2 threads": ({}, "32", 2),
+    "bf16 autocast, fused kernels, 2 threads": ({}, "bf16-mixed", 2),
+}
+
+_CHILD = r"""
+import json, resource, statistics, sys, time
+import torch
+over, precision, threads, steps, data = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+from stmgt.config import load_config
+from stmgt.data.source import load_source
+from stmgt.data.windows import PanelData
+from stmgt.models import build_model
+from stmgt.run import data_info
+from stmgt.runtime import keep_freed_memory
+from stmgt.training.loss import mixture_loss
+keep_freed_memory()
+cfg = load_config(None, {"data.source": data, **over})
+torch.manual_seed(0)
+d = PanelData(load_source(cfg.data), 12, 12, (0.7, 0.1, 0.2), 32)
+model = build_model(cfg.model, data_info(d)).train()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+it = iter(d.loader("train", generator=torch.Generator().manual_seed(0)))
+loc, sc = d.scaler.target_loc, d.scaler.target_scale
+times = []
+for i in range(steps + 1):
+    b = next(it)
+    t = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        dist = model(b, d.edge_index)
+        loss, _ = mixture_loss(dist, (b.y - loc) / sc, b.y_mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if i:
+        times.append(time.perf_counter() - t)
+print(json.dumps({"step_s": statistics.median(times), "steps": times, "batches": len(d.loader("train")),
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def measure_steps(data: str, steps: int) -> list[dict]:
+    rows = []
+    for name, (over, precision, threads) in LEVERS.items():
+        arg = json.dumps([over, precision, threads, steps, data])
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        out = subprocess.run([sys.executable, "-c", _CHILD, arg], capture_output=True, text=True, env=env)
+        if out.returncode:
+            raise SystemExit(f"{name}: {out.stderr.strip().splitlines()[-1]}")
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r.update(lever=name, precision=precision, threads=threads, epoch_min=r["step_s"] * r["batches"] / 60)
+        print(f"{name}: {r['step_s']:.2f} s/step, {r['peak_rss_gib']:.1f} GiB", flush=True)
+        rows.append(r)
+    return rows
+
+
+def read_run(folder: Path) -> dict:
+    info = json.loads((folder / "training.json").read_text())
+    cfg = (folder / "config.yaml").read_text()
+    hist = list(csv.DictReader((folder / "history.csv").open()))
+    secs = info["train_seconds"]
+    per_epoch = secs / max(1, info["epochs"])
+    return {"run": str(folder), **info, "seconds_to_best": per_epoch * (info["best_epoch"] or 0),
+            "history": [{k: r[k] for k in ("epoch", "train_loss", "val_mae", "lr")} for r in hist],
+            "config": cfg}
+
+
+def table(res: dict) -> str:
+    md = ["# Time to accuracy: STMGT on Los-loop", "",
+          f"Machine: {res.get('machine', '?')}. Regenerate: `python benchmarks/time_to_accuracy.py steps "
+          "--data ../shared/data/los_loop` and `python benchmarks/time_to_accuracy.py runs RUN_DIR ...`.", ""]
+    if res.get("steps"):
+        md += ["## One training step per lever", "",
+               "Design architecture (hidden 96, 3 blocks, 4 heads, K=5), Los-loop (207 roads, 2,833 edges with"
+               " self-loops), batch 32, history 12 -> 12; median of the timed steps after one warm-up, one fresh"
+               " process per lever, nothing else running unless stated; an epoch is 44 batches.", "",
+               "| lever | precision | threads | s / step | min / epoch | peak RSS (GiB) |", "|---|---|---|---|---|---|"]
+        for r in res["steps"]:
+            md.append(f"| {r['lever']} | {r['precision']} | {r['threads']} | {r['step_s']:.2f} | "
+                      f"{r['epoch_min']:.1f} | {r['peak_rss_gib']:.1f} |")
+        md.append("")
+    for r in res.get("runs", []):
+        md += [f"## Full training: `{r['run']}`", "",
+               f"{r['epochs']} epochs, stop: {r['stop_reason']}; best validation MAE {r['best_val_mae']:.3f} at epoch"
+               f" {r['best_epoch']}; {r['train_seconds'] / 60:.1f} min in all, about"
+               f" {r['seconds_to_best'] / 60:.1f} min to the best epoch; precision {r['precision']},"
+               f" {r['threads']} thread(s).", "", "| epoch | train loss | val MAE | lr |", "|---|---|---|---|"]
+        for h in r["history"]:
+            md.append(f"| {int(h['epoch']) + 1} | {float(h['train_loss']):.4f} | {float(h['val_mae']):.3f} |"
+                      f" {float(h['lr']):.2e} |")
+        md.append("")
+    return "\n".join(md) + "\n"
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    from stmgt.runtime import cpu_has_bf16, usable_cpus
+
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {usable_cpus()} usable cores, bf16 {'native' if cpu_has_bf16() else 'emulated'};"
+            f" torch {torch.__version__}; {platform.platform()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="part", required=True)
+    s = sub.add_parser("steps")
+    s.add_argument("--data", default="../shared/data/los_loop")
+    s.add_argument("--steps", type=int, default=3)
+    r = sub.add_parser("runs")
+    r.add_argument("folders", nargs="+", type=Path)
+    a = ap.parse_args()
+    path = RESULTS / "time_to_accuracy.json"
+    res = json.loads(path.read_text()) if path.exists() else {}
+    res["machine"] = machine()
+    if a.part == "steps":
+        res["steps"] = measure_steps(a.data, a.steps)
+    else:
+        res["runs"] = [read_run(f) for f in a.folders]
+    path.write_text(json.dumps(res, indent=1))
+    (RESULTS / "time_to_accuracy.md").write_text(table(res))
+    print(f"wrote {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
