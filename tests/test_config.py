@@ -42,3 +42,23 @@ def test_bad_config_gives_one_line_message(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("train.lr", float("inf"), "train.lr: Input should be a finite number"),
+    ("train.lr", float("nan"), "train.lr: Input should be a finite number"),
+    ("train.batch_size", True, "train.batch_size: expected a number, got a boolean"),
+    ("model.dropout", False, "model.dropout: expected a number, got a boolean"),
+])
+def test_non_finite_numbers_and_booleans_for_numbers_are_refused(key, value, says):
+    from stmgt.config import load_config
+    from stmgt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says):
+        load_config(None, {key: value})
+
+
+def test_evaluate_prints_the_horizons_a_short_horizon_run_has():
+    from stmgt.cli import _by_horizon
+
+    assert _by_horizon({"3": 1.234, "6": 2.0, "avg": 1.5, "by_step": [1.0]}, 2) == "h3 1.23  h6 2.00  avg 1.50"

@@ -20,7 +20,17 @@ MODEL_NAMES = ("stmgt", "stmamba", "last_value", "historical_average", "gru", "g
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no inf/NaN in any number (lr: .inf trained an all-NaN model and exited 0)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v, info):
+        """YAML's ``true`` is not a number (``batch_size: true`` silently became 1)."""
+        ann = str(cls.model_fields[info.field_name].annotation)
+        if isinstance(v, bool) and ("int" in ann or "float" in ann) and "bool" not in ann:
+            raise ValueError("expected a number, got a boolean")
+        return v
 
 
 class SyntheticConfig(_Section):
