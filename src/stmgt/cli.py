@@ -247,8 +247,9 @@ def _cmd_demo(a) -> int:
     recent = write_recent_observations(run, panel, out / "recent_observations.csv")
     fc = predict_file(out, recent, out / "forecast.csv")
     print(f"[4/4] forecast from the last {cfg.data.history} observed steps -> {fc}")
-    print(f"test MAE (km/h) {_by_horizon(res['mae'], 2)};  last value avg {res['baselines']['last_value']['mae']['avg']:.2f};"
-          f"  historical average avg {res['baselines']['historical_average']['mae']['avg']:.2f}")
+    base = res["baselines"]
+    print(f"test MAE (km/h) {_by_horizon(res['mae'], 2)};  last value avg {base['last_value']['mae']['avg']:.2f};"
+          f"  historical average avg {base['historical_average']['mae']['avg']:.2f}")
     print(f"done in {time.perf_counter() - t0:.0f}s. report: {out / 'report.md'}")
     return 0
 
