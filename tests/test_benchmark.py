@@ -54,8 +54,9 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8, heads: 2}\n"
                    "train: {batch_size: 32, num_threads: 1, max_epochs: 2}\n"
-                   "models:\n  gru: {train: {lr: 0.0042}, model: {dropout: 0.05}}\n")
-    argv = ["benchmark", "--models", "gru", "stid", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path),
+                   "models:\n  gru: {train: {lr: 0.0042}, model: {dropout: 0.05}}\n"
+                   "  gru_wide: {model: {name: gru, hidden: 12}}\n")
+    argv = ["benchmark", "--models", "gru", "stid", "gru_wide", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path),
             "--name", "tiny"]
     assert main(argv) == 0
     from stmgt.run import Run
@@ -64,6 +65,9 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
     stid = Run(tmp_path / "runs" / "tiny" / "stid" / "seed0").config()
     assert (gru.train.lr, gru.model.dropout) == (0.0042, 0.05)
     assert (stid.train.lr, stid.model.dropout) == (0.001, 0.2)  # the shared defaults
+    wide = Run(tmp_path / "runs" / "tiny" / "gru_wide" / "seed0").config()
+    assert (wide.model.name, wide.model.hidden, wide.train.lr) == ("gru", 12, 0.001)
+    assert main(argv[:2] + ["nonsense"] + argv[5:]) == 2  # neither a model nor a variant: one-line error
     run = json.loads((tmp_path / "tiny.json").read_text())["runs"]["gru/seed0"]
     assert run["epochs"] == 2 and run["stop_reason"] == "max_epochs" and run["best_epoch"] in (1, 2)
     assert "--config " + str(cfg) in (tmp_path / "tiny.md").read_text()

@@ -20,7 +20,8 @@ import json
 import time
 from pathlib import Path
 
-from stmgt.config import load_config
+from stmgt.config import MODEL_NAMES, load_config
+from stmgt.errors import ConfigError
 from stmgt.data.source import load_source
 from stmgt.evaluation.evaluate import forecast_split
 from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_markdown
@@ -82,11 +83,13 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
     """Split a benchmark config into the shared part and its ``models:`` section.
 
     A benchmark config is a normal config plus an optional ``models:`` mapping of model name ->
-    settings that only that model gets (each baseline trained with its paper's settings)::
+    settings that only that model gets (each baseline trained with its paper's settings). A name
+    that is not a model is a *variant* (an ablation row) and says which model it is::
 
         train: {max_epochs: 100, patience: 10}
         models:
           stid: {train: {lr: 0.002}, model: {dropout: 0.15}}
+          stmgt_flat: {model: {name: stmgt, decoder: flat}}
 
     Returns the path of a config without ``models:`` (a temporary file when there was one; the
     original path otherwise) and ``{model: {"train.lr": 0.002, ...}}``.
@@ -96,8 +99,6 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
     import tempfile
 
     import yaml
-
-    from stmgt.errors import ConfigError
 
     p = Path(config)
     if not p.is_file():
@@ -146,7 +147,11 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
             claim = _claim(run_dir)
             if claim is None:
                 continue  # another process is training this run
-            cfg = load_config(config, {**base, **overrides.get(model, {}), "model.name": model, "train.seed": seed})
+            own = overrides.get(model, {})
+            if model not in MODEL_NAMES and "model.name" not in own:
+                raise ConfigError(f"{model!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a variant with a"
+                                  f" model.name under models: in {shown_config or 'the config'}")
+            cfg = load_config(config, {**base, "model.name": model, **own, "train.seed": seed})
             t0 = time.perf_counter()
             with claim:
                 run = fit(cfg, run_dir, panel=panel)

@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("benchmark", help="train and evaluate several models x seeds under one protocol")
     r.add_argument("--data", default="synthetic", help="'synthetic' or a dataset folder")
     r.add_argument("--format", help="force the dataset format")
-    r.add_argument("--models", nargs="+", default=["last_value", "historical_average", "gru", "stid", "gwnet", "stmgt"])
+    r.add_argument("--models", nargs="+", default=["last_value", "historical_average", "gru", "stid", "gwnet", "stmgt"],
+                   help="models, or variants named under models: in --config (e.g. stmgt_flat)")
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--protocol", choices=["standard", "tgcn"], default="standard")
     r.add_argument("--config", help="YAML config applied to every model (model.name is set per model)")
