@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from stmgt.config import MODEL_NAMES, load_config
-from stmgt.errors import ConfigError
 from stmgt.data.source import load_source
+from stmgt.errors import ConfigError
 from stmgt.evaluation.evaluate import forecast_split
 from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_markdown
 from stmgt.training.fit import fit
