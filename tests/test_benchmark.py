@@ -56,8 +56,8 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
                    "train: {batch_size: 32, num_threads: 1, max_epochs: 2}\n"
                    "models:\n  gru: {train: {lr: 0.0042}, model: {dropout: 0.05}}\n"
                    "  gru_wide: {model: {name: gru, hidden: 12}}\n")
-    argv = ["benchmark", "--models", "gru", "stid", "gru_wide", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path),
-            "--name", "tiny"]
+    argv = ["benchmark", "--models", "gru", "stid", "gru_wide", "--seeds", "1", "--config", str(cfg),
+            "--out", str(tmp_path), "--name", "tiny"]
     assert main(argv) == 0
     from stmgt.run import Run
 
