@@ -6,6 +6,38 @@ The public API::
     from stmgt.distributions import GaussianMixture
     from stmgt.models import STMGT, build_model
     from stmgt.training import fit
+
+The same names (and :func:`~stmgt.config.load_config`, :func:`~stmgt.evaluation.evaluate_run`)
+are attributes of this package, imported on first use so that ``import stmgt`` stays cheap:
+``stmgt.fit(stmgt.load_config(), "runs/mine")``.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Panel": "stmgt.data",
+    "synthetic_city": "stmgt.data",
+    "GaussianMixture": "stmgt.distributions",
+    "STMGT": "stmgt.models",
+    "STMamba": "stmgt.models",
+    "build_model": "stmgt.models",
+    "load_config": "stmgt.config",
+    "fit": "stmgt.training",
+    "evaluate_run": "stmgt.evaluation",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -28,4 +28,19 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> ForecastModel:
     return model_class(cfg.name)(cfg, info)
 
 
-__all__ = ["build_model", "model_class", "DataInfo", "ForecastModel"]
+#: The model classes, imported on first use: ``from stmgt.models import STMGT``.
+_CLASSES = {cls: module for module, cls in _REGISTRY.values()}
+_CLASSES["StreamingForecaster"] = "stmgt.models.stmamba"
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        return getattr(importlib.import_module(_CLASSES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = ["build_model", "model_class", "DataInfo", "ForecastModel", *_CLASSES]
