@@ -25,7 +25,8 @@ EPILOG = """examples:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config with data/model/train sections (defaults: the design document's)")
+    p.add_argument("--config", help="YAML config with data/model/train sections "
+                   "(defaults: the original STMGT design's)")
     p.add_argument("--data", help="'synthetic' (default) or a dataset folder/file")
     p.add_argument("--format", help="force the dataset format (tgcn, metr, pems, hcmc, i94, montevideo, city, panel)")
     p.add_argument("--model", help="model name: stmgt (default), stmamba, gru, gwnet, stid, last_value, "

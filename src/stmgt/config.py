@@ -1,9 +1,10 @@
 """Validated configuration (pydantic): data, model and training sections.
 
 A YAML file holds any subset of the sections; unknown keys and bad values are refused with a
-one-line :class:`~stmgt.errors.ConfigError` naming the key. Defaults are the design
-document's (hidden 96, 3 blocks, 4 heads, K=5, dropout 0.2, DropEdge 0.05, AdamW 1e-3 /
-1e-4, batch 32, cosine warm restarts T_0=10 T_mult=2, clipping 1.0, 100 epochs, patience 10).
+one-line :class:`~stmgt.errors.ConfigError` naming the key. Defaults are the original STMGT
+design's (see ``docs/design.md``): hidden 96, 3 blocks, 4 heads, K=5, dropout 0.2, DropEdge 0.05,
+AdamW 1e-3 / 1e-4, batch 32, cosine warm restarts T_0=10 T_mult=2, clipping 1.0, 100 epochs,
+patience 10.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class ModelConfig(_Section):
     spatial: bool = True
     """Spatial branch on (False: ablation without the graph)."""
     weather: Literal["cross", "document", "none"] = "cross"
-    """Weather block: our cross-attention over weather tokens, the document's form, or none."""
+    """Weather block: our cross-attention over weather tokens, the original design's degenerate form
+    (``document``; see ``docs/design.md``, departure 1), or none."""
     weather_forecast: bool = False
     """Let the weather block see the horizon's weather (a weather forecast; the panel's values)."""
     calendar: bool = True
@@ -94,7 +96,7 @@ class ModelConfig(_Section):
     shared by all features; ``flat``, each horizon step regressed from the node's whole flattened
     history (STAEformer's output layer)."""
     anchor_last: bool = True
-    """Mixture means are offsets from each node's last observed reading (False: the document's head)."""
+    """Mixture means are offsets from each node's last observed reading (False: the original design's head)."""
     # STMamba
     d_state: int = Field(16, ge=1)
     d_conv: int = Field(4, ge=1)

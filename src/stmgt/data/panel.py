@@ -1,6 +1,6 @@
 """The data contract: a :class:`Panel` of sensor readings on a static graph.
 
-A panel is what every loader returns and every model trains on (see ``SPEC_NOTES.md``):
+A panel is what every loader returns and every model trains on:
 
 * ``values``      ``[T, N, C]`` float32 readings; channel 0 is the forecast target;
 * ``mask``        ``[T, N, C]`` bool, True where a value was observed;

@@ -1,7 +1,7 @@
 """STMamba: STMGT with its blocks replaced by interleaved GAT -> Mamba blocks, and streaming.
 
 Input embedding, then ``blocks`` x :class:`~stmgt.nn.stmamba_block.STMambaBlock`
-(``seeds/stmamba_block.md``: GAT over nodes, pivot, Mamba over time, pivot back), then the same
+(``docs/design.md``: GAT over nodes, pivot, Mamba over time, pivot back), then the same
 decoder as STMGT (:class:`~stmgt.models.stmgt.ForecastDecoder`: horizon projection, weather
 cross-attention, Gaussian-mixture head). Mamba: Gu and Dao, arXiv:2312.00752.
 
@@ -38,7 +38,7 @@ class STMamba(ForecastModel):
     Args:
         cfg: :class:`~stmgt.config.ModelConfig`, as STMGT (hidden 96, blocks 3, heads 4, mixtures 5,
             dropout 0.2, drop_edge 0.05, weather "cross", calendar on) plus the Mamba options
-            ``d_state`` (16), ``d_conv`` (4), ``expand`` (2), ``gat_v2`` (False: the document's GAT),
+            ``d_state`` (16), ``d_conv`` (4), ``expand`` (2), ``gat_v2`` (False: the original design's GAT),
             ``scan`` ("auto") and ``node_chunk`` (None). ``spatial=False`` drops the GAT phase.
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 

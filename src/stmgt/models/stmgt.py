@@ -1,9 +1,9 @@
 """STMGT: Spatio-Temporal Multi-modal Graph Transformer with a Gaussian-mixture output.
 
-From the design document ``seeds/stmgt_model_development.md`` with the departures in
-``SPEC_NOTES.md``: input embedding; ``blocks`` x (GATv2 over nodes || Transformer over time,
-gated); a learned projection from history to horizon steps; weather cross-attention over
-weather tokens; a K-component Gaussian-mixture head.
+The original STMGT design with the departures listed in ``docs/design.md``: input embedding;
+``blocks`` x (GATv2 over nodes || Transformer over time, gated); a learned projection from
+history to horizon steps; weather cross-attention over weather tokens; a K-component
+Gaussian-mixture head.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
 class ForecastDecoder(nn.Module):
     """What STMGT and STMamba share after their blocks: horizon projection, weather, mixture head.
 
-    ``weather="document"`` applies the design document's block on the history steps before the
-    projection (as the document does); ``"cross"`` applies our cross-attention on the horizon
+    ``weather="document"`` applies the original design's block on the history steps before the
+    projection (as the original does); ``"cross"`` applies our cross-attention on the horizon
     steps, over the history's weather tokens (and the horizon's with ``weather_forecast``).
     With ``anchor_last`` the mixture means are offsets from each node's last observed reading
     (a reparametrisation of the head: the network predicts the change, which it learns faster).
@@ -63,7 +63,7 @@ class ForecastDecoder(nn.Module):
 
 
 class STMGT(ForecastModel):
-    """STMGT (design document section 9): see the module docstring.
+    """STMGT (``docs/design.md``): see the module docstring.
 
     Args:
         cfg: :class:`~stmgt.config.ModelConfig` (hidden 96, blocks 3, heads 4, mixtures 5,

@@ -11,11 +11,11 @@ from torch import Tensor, nn
 class InputEmbedding(nn.Module):
     """``LayerNorm(Linear([x, mask]))`` plus optional calendar and node embeddings.
 
-    The design document embeds the reading alone (``Linear(1, 96)`` + LayerNorm). Real
-    sensors have gaps, so the observed-mask is a second input feature (a missing reading is
-    0 in scaled units *and* flagged). ``calendar`` adds learned time-of-day and day-of-week
-    embeddings and ``num_nodes`` a learned per-node embedding (Shao et al., "Spatial-Temporal
-    Identity", CIKM 2022); both are off in the document's configuration.
+    The original STMGT design (see ``docs/design.md``) embeds the reading alone: a linear layer
+    ``1 -> 96`` and LayerNorm. Real sensors have gaps, so the observed-mask is a second input
+    feature (a missing reading is 0 in scaled units *and* flagged). ``calendar`` adds learned
+    time-of-day and day-of-week embeddings and ``num_nodes`` a learned per-node embedding (Shao
+    et al., "Spatial-Temporal Identity", CIKM 2022); the original design has neither.
 
     Args:
         in_channels: reading channels ``C`` (default 1).

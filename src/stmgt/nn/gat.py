@@ -1,10 +1,11 @@
 """Graph attention over a batch of graphs that share one edge list.
 
-The design document runs PyG's ``GATv2Conv`` on a graph copied once per sample and time
-step (``[B*T*N, F]`` with a ``B*T``-times replicated ``edge_index``). Here the node features
-keep a leading batch dimension ``[B', N, F]`` and the one ``edge_index [2, E]`` is indexed
-once for the whole batch: no copies of the graph, and the same numbers as ``GATv2Conv``
-(checked against PyG in ``tests/nn/test_gat.py``).
+The original STMGT design (see ``docs/design.md``) runs PyG's ``GATv2Conv`` (Brody et al.,
+ICLR 2022) on a graph copied once per sample and time step (``[B*T*N, F]`` with a
+``B*T``-times replicated ``edge_index``). Here the node features keep a leading batch
+dimension ``[B', N, F]`` and the one ``edge_index [2, E]`` is indexed once for the whole batch:
+no copies of the graph, and the same numbers as ``GATv2Conv`` (checked against PyG in
+``tests/nn/test_gat.py``).
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ from torch import Tensor, nn
 class HorizonProjection(nn.Module):
     """``out[:, h] = sum_t W[h, t] x[:, t] + b[h]`` for every node and feature.
 
-    The design document maps input step ``t`` to output step ``t``, which only works when the
-    history and horizon lengths are equal. This projection works for any pair; it starts as a
-    copy of the last history step's features (which the temporal attention has already mixed
-    with the earlier steps) into every horizon step.
+    The original STMGT design (see ``docs/design.md``) maps input step ``t`` to output step
+    ``t``, which only works when the history and horizon lengths are equal. This projection
+    works for any pair; it starts as a copy of the last history step's features (which the
+    temporal attention has already mixed with the earlier steps) into every horizon step.
 
     Args:
         history: input steps ``T``.

@@ -13,17 +13,18 @@ from stmgt.distributions.mixture import GaussianMixture
 class GaussianMixtureHead(nn.Module):
     """``Linear(D, 3K)`` to means, ``std = exp(min(log_std, log max_std)) + min_std`` and softmax weights.
 
-    The design document's head is ``std = exp(log_std) + min_std``; the upper bound is ours: the
-    variance regulariser raises every log std, and a component whose weight has gone to ~0 feels no
-    NLL gradient, so its std drifts without limit (to 5e5 km/h in a 20-epoch run), which makes the
-    mixture's std and its samples meaningless. Below the bound the head is exactly the document's.
+    The original STMGT design's head (see ``docs/design.md``) is ``std = exp(log_std) + min_std``;
+    the upper bound is ours: the variance regulariser raises every log std, and a component whose
+    weight has gone to ~0 feels no NLL gradient, so its std drifts without limit (to 5e5 km/h in
+    a 20-epoch run), which makes the mixture's std and its samples meaningless. Below the bound
+    the head is exactly the original.
 
     Args:
         hidden: input features ``D`` (default 96).
         mixtures: components ``K`` (default 5).
         min_std: floor added to every standard deviation (default 0.01, scaled units).
         max_std: bound on ``exp(log_std)`` (default 10 scaled units, i.e. ten training stds;
-            None: unbounded, the document's form).
+            None: unbounded, the original form).
 
     Shapes: ``[B, H, N, D]`` -> :class:`GaussianMixture` with batch shape ``[B, H, N]``.
     """

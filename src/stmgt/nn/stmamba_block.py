@@ -1,8 +1,9 @@
 """The interleaved spatio-temporal block of STMamba: GAT over nodes, pivot, Mamba over time, pivot back.
 
-Implements ``shared/seeds/stmamba_block.md`` phase by phase. Space and time are factorised:
-a graph attention layer mixes the nodes of each time step, then every node's series is run
-through a Mamba layer (Gu and Dao, arXiv:2312.00752), with residual + LayerNorm around both.
+Implements the original STMamba block design (see ``docs/design.md``) phase by phase. Space
+and time are factorised: a graph attention layer mixes the nodes of each time step, then every
+node's series is run through a Mamba layer (Gu and Dao, arXiv:2312.00752), with residual +
+LayerNorm around both.
 The two pivots only reinterpret the layout (:func:`pivot_to_time`, :func:`pivot_to_space`).
 """
 
@@ -34,7 +35,7 @@ def pivot_to_space(x: Tensor, batch_size: int, num_nodes: int) -> Tensor:
 
 
 class STMambaBlock(nn.Module):
-    """Interleaved spatio-temporal block (``seeds/stmamba_block.md``): GAT over nodes, Mamba over time.
+    """Interleaved spatio-temporal block (``docs/design.md``): GAT over nodes, Mamba over time.
 
     1. Spatial: every time step is a graph, ``x [B*T, N, F] -> LayerNorm(x + Dropout(GAT(x)))``
        (GAT: Velickovic et al., ICLR 2018; GATv2: Brody et al., ICLR 2022; heads concatenated).
@@ -48,7 +49,7 @@ class STMambaBlock(nn.Module):
         dropout: on the attention coefficients and on both branch outputs (default 0.2).
         drop_edge: DropEdge probability of the GAT during training (default 0.05).
         d_state, d_conv, expand: Mamba state size (16), convolution width (4), expansion (2).
-        gat_v2: GATv2 instead of the document's original GAT (default False).
+        gat_v2: GATv2 instead of the original design's GAT (default False).
         scan: Mamba scan, ``"auto"`` (default), ``"compiled"``, ``"chunked"``, ``"sequential"``,
             ``"mambapy"`` or ``"cuda"`` (see :class:`~stmgt.nn.mamba.Mamba`).
         spatial: with False, Phase 1 is skipped and the block is the temporal half alone (an

@@ -14,10 +14,10 @@ class TemporalBranch(nn.Module):
     """Post-norm Transformer layer over time: positions, self-attention, GELU feed-forward.
 
     ``x = LN(x + MHA(x)); x = LN(x + FFN(x))`` with ``FFN = Linear(D, 4D) GELU Dropout Linear(4D, D)``
-    on sinusoidally position-encoded sequences, as in the design document. Attention runs
-    through ``scaled_dot_product_attention``; the parameters are laid out as in
-    ``nn.MultiheadAttention`` (``in_proj_weight``, ``in_proj_bias``, ``out_proj``) and the
-    outputs equal it (``tests/nn/test_temporal.py``).
+    on sinusoidally position-encoded sequences (Vaswani et al., NeurIPS 2017), as in the original
+    STMGT design (see ``docs/design.md``). Attention runs through ``scaled_dot_product_attention``;
+    the parameters are laid out as in ``nn.MultiheadAttention`` (``in_proj_weight``,
+    ``in_proj_bias``, ``out_proj``) and the outputs equal it (``tests/nn/test_temporal.py``).
 
     Args:
         hidden: feature size ``D`` (default 96).

@@ -3,9 +3,9 @@
 :class:`WeatherCrossAttention` lets every (node, step) query attend over a *sequence* of
 weather tokens (the history steps, plus the horizon steps when a weather forecast is given),
 so keys and values differ and the softmax can select. :class:`DocumentWeatherAttention`
-keeps the design document's form for the ablation: its keys are the one weather vector of
-step ``t`` copied to all nodes, so the attention is uniform and the block reduces to adding a
-projection of that step's weather (SPEC_NOTES, departure 1).
+keeps the original STMGT design's form for the ablation: its keys are the one weather vector
+of step ``t`` copied to all nodes, so the attention is uniform and the block reduces to adding a
+projection of that step's weather (``docs/design.md``, departure 1).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class WeatherCrossAttention(nn.Module):
 
 
 class DocumentWeatherAttention(nn.Module):
-    """The design document's weather block (kept as an ablation, see module docstring).
+    """The original STMGT design's weather block (kept as an ablation, see module docstring).
 
     Shapes: ``h [B, T, N, D]``, ``weather [B, T, W]`` -> ``[B, T, N, D]``.
     """

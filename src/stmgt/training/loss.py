@@ -12,7 +12,7 @@ def mixture_loss(dist: GaussianMixture, y: Tensor, mask: Tensor, var_reg: float 
     r"""``NLL + var_reg * (-mean log sigma) + entropy_reg * (-mean entropy(pi))``.
 
     The NLL is averaged over observed targets only (``mask`` True); the regularisers over
-    every forecast, as in the design document (section 9.4.1).
+    every forecast, as in the original STMGT design (``docs/design.md``, "Training").
 
     Args:
         dist: the forecast over ``[B, H, N]`` in the units of ``y``.

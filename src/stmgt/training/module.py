@@ -14,7 +14,7 @@ from stmgt.training.loss import mixture_loss
 
 
 class ForecastTask(L.LightningModule):
-    """Training, validation and optimisation as the design document specifies.
+    """Training, validation and optimisation of the original STMGT design (``docs/design.md``).
 
     AdamW(lr, weight_decay, betas), CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) stepped
     once per epoch, the mixture loss in scaled units, and validation MAE in data units over
