@@ -95,6 +95,9 @@ class ModelConfig(_Section):
     """From history to horizon steps: ``projection``, one learned weight per (horizon, history) step
     shared by all features; ``flat``, each horizon step regressed from the node's whole flattened
     history (STAEformer's output layer)."""
+    horizon_calendar: bool = False
+    """Give each forecast step its own time of day, day of week and the road's identity before the
+    head (:class:`~stmgt.nn.horizon_calendar.HorizonCalendar`)."""
     anchor_last: bool = True
     """Mixture means are offsets from each node's last observed reading (False: the original design's head)."""
     # STMamba

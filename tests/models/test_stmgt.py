@@ -137,3 +137,23 @@ def test_flat_decoder_reads_every_history_step_into_every_horizon_step():
     m = build_model(ModelConfig(hidden=8, heads=2, blocks=1, decoder="flat"), DataInfo(num_nodes=4, history=5,
                                                                                          horizon=3))
     assert isinstance(m.decoder.projection, FlatHorizonProjection)
+
+
+def test_horizon_calendar_gives_each_forecast_step_its_own_clock():
+    """Two windows identical in every reading but whose forecast steps fall at other times of day get
+    different forecasts only with horizon_calendar (the history's calendar is made equal too)."""
+    torch.manual_seed(0)
+    N = 5
+    b = make_batch(B=2, T=4, H=3, N=N, W=0)
+    b.x[1], b.x_mask[1] = b.x[0], b.x_mask[0]
+    b.tod[:, :4] = 0.25
+    b.dow[:] = 2
+    b.tod[0, 4:], b.tod[1, 4:] = 0.30, 0.80
+    ei = ring_graph(N)
+    for on in (False, True):
+        torch.manual_seed(0)
+        m = build_model(ModelConfig(hidden=8, heads=2, blocks=1, horizon_calendar=on, dropout=0.0, drop_edge=0.0),
+                        DataInfo(num_nodes=N, history=4, horizon=3, weather_dim=0)).eval()
+        mean = m(b, ei).mean
+        assert mean.shape == (2, 3, N)
+        assert torch.allclose(mean[0], mean[1]) is (not on)

@@ -18,6 +18,7 @@ from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
 from stmgt.nn.embedding import InputEmbedding
 from stmgt.nn.horizon import FlatHorizonProjection, HorizonProjection
+from stmgt.nn.horizon_calendar import HorizonCalendar
 from stmgt.nn.mixture_head import GaussianMixtureHead, last_observed
 from stmgt.nn.st_block import STBlock
 from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
@@ -33,6 +34,8 @@ class ForecastDecoder(nn.Module):
     (a reparametrisation of the head: the network predicts the change, which it learns faster).
     ``decoder="flat"`` reads each horizon step out of the whole flattened history
     (:class:`~stmgt.nn.horizon.FlatHorizonProjection`) instead of a shared mix of time steps.
+    ``horizon_calendar`` adds each forecast step's time of day, day of week and the road's identity
+    (:class:`~stmgt.nn.horizon_calendar.HorizonCalendar`) before the head.
 
     Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
     """
@@ -48,6 +51,8 @@ class ForecastDecoder(nn.Module):
                         if mode == "cross" else None)
         self.projection = (FlatHorizonProjection(info.history, info.horizon, cfg.hidden) if cfg.decoder == "flat"
                            else HorizonProjection(info.history, info.horizon))
+        self.calendar = (HorizonCalendar(cfg.hidden, info.num_nodes, info.steps_per_day, info.day_classes,
+                                         cfg.dropout) if cfg.horizon_calendar else None)
         self.head = GaussianMixtureHead.from_config(cfg.hidden, cfg)
 
     def forward(self, h: Tensor, batch: Batch) -> GaussianMixture:
@@ -58,6 +63,8 @@ class ForecastDecoder(nn.Module):
         if self.weather is not None:
             w = batch.weather if self.weather_forecast else batch.weather[:, :T]  # [B, L, W]
             h = self.weather(h, w)
+        if self.calendar is not None:
+            h = self.calendar(h, batch.tod[:, T:], batch.dow[:, T:])  # the forecast steps' own calendar
         anchor = last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
         return self.head(h, anchor)
 
