@@ -14,7 +14,7 @@ are attributes of this package, imported on first use so that ``import stmgt`` s
 
 from __future__ import annotations
 
-import importlib
+from stmgt._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,12 +32,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -5,7 +5,7 @@ The names below are imported on first use (:mod:`stmgt.evaluation.plots` needs m
 
 from __future__ import annotations
 
-import importlib
+from stmgt._lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate_run": "stmgt.evaluation.runner",
@@ -19,12 +19,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

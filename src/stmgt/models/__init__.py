@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from stmgt._lazy import lazy_exports
 from stmgt.config import ModelConfig
 from stmgt.models.base import DataInfo, ForecastModel
 
@@ -32,15 +33,7 @@ def build_model(cfg: ModelConfig, info: DataInfo) -> ForecastModel:
 _CLASSES = {cls: module for module, cls in _REGISTRY.values()}
 _CLASSES["StreamingForecaster"] = "stmgt.models.stmamba"
 
-
-def __getattr__(name: str):
-    if name in _CLASSES:
-        return getattr(importlib.import_module(_CLASSES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _CLASSES, globals())
 
 
 __all__ = ["build_model", "model_class", "DataInfo", "ForecastModel", *_CLASSES]

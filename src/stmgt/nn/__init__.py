@@ -5,7 +5,7 @@ The names below are imported on first use.
 
 from __future__ import annotations
 
-import importlib
+from stmgt._lazy import lazy_exports
 
 _EXPORTS = {
     "InputEmbedding": "stmgt.nn.embedding",
@@ -19,6 +19,7 @@ _EXPORTS = {
     "STMambaBlock": "stmgt.nn.stmamba_block",
     "HorizonProjection": "stmgt.nn.horizon",
     "FlatHorizonProjection": "stmgt.nn.horizon",
+    "HorizonCalendar": "stmgt.nn.horizon_calendar",
     "WeatherCrossAttention": "stmgt.nn.weather",
     "DocumentWeatherAttention": "stmgt.nn.weather",
     "GaussianMixtureHead": "stmgt.nn.mixture_head",
@@ -27,12 +28,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

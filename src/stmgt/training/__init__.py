@@ -9,25 +9,13 @@ from __future__ import annotations
 import sys
 import types
 
+from stmgt._lazy import lazy_exports
 from stmgt.training.loss import mixture_loss
 
 __all__ = ["fit", "ForecastTask", "mixture_loss"]
 
-
-def __getattr__(name: str):
-    if name == "fit":
-        from stmgt.training.fit import fit
-
-        return fit
-    if name == "ForecastTask":
-        from stmgt.training.module import ForecastTask
-
-        return ForecastTask
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, {"fit": "stmgt.training.fit", "ForecastTask": "stmgt.training.module"},
+                                    globals())
 
 
 class _Package(types.ModuleType):
