@@ -133,6 +133,8 @@ class TrainConfig(_Section):
     eta_min: float = Field(1e-6, ge=0)
     var_reg: float = Field(0.01, ge=0)
     entropy_reg: float = Field(0.001, ge=0)
+    mae_weight: float = Field(0.0, ge=0)
+    """Add this times the masked MAE of the mixture mean (scaled units) to the loss (0: the design's loss)."""
     seed: int = 0
     devices: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"

@@ -38,3 +38,20 @@ def test_masked_targets_do_not_contribute():
     b, pb = mixture_loss(d, y_bad, mask)
     torch.testing.assert_close(a, b)
     assert torch.isfinite(b)
+
+
+def test_mae_term_adds_the_masked_mae_of_the_mean():
+    import torch
+
+    from stmgt.distributions.mixture import GaussianMixture
+    from stmgt.training.loss import mixture_loss
+
+    torch.manual_seed(0)
+    d = GaussianMixture(torch.randn(2, 3, 4, 5), torch.rand(2, 3, 4, 5) + 0.5, torch.randn(2, 3, 4, 5))
+    y = torch.randn(2, 3, 4)
+    mask = torch.rand(2, 3, 4) > 0.3
+    base, _ = mixture_loss(d, y, mask)
+    with_mae, parts = mixture_loss(d, y, mask, mae_weight=0.5)
+    expect = (d.mean - y).abs()[mask].mean()
+    torch.testing.assert_close(parts["mae"], expect)
+    torch.testing.assert_close(with_mae, base + 0.5 * expect)

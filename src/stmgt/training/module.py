@@ -41,7 +41,7 @@ class ForecastTask(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         dist = self.model(batch, self.edge_index)
         y = (batch.y - self.loc) / self.scale
-        loss, parts = mixture_loss(dist, y, batch.y_mask, self.cfg.var_reg, self.cfg.entropy_reg)
+        loss, parts = mixture_loss(dist, y, batch.y_mask, self.cfg.var_reg, self.cfg.entropy_reg, self.cfg.mae_weight)
         n = batch.y.shape[0]
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log("train_nll", parts["nll"], on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
