@@ -124,6 +124,19 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
     return tmp.name, flat
 
 
+def training_table_markdown(runs: dict) -> str:
+    """How each run was trained: epochs, best epoch, why it stopped, wall-clock, precision, threads."""
+    md = ["| run | epochs | best epoch | best val MAE | stopped by | train minutes | precision | threads |",
+          "|---|---|---|---|---|---|---|---|"]
+    for key, m in sorted(runs.items()):
+        if "epochs" not in m:  # statistical models, or runs recorded before training.json existed
+            md.append(f"| {key} | — | — | — | fitted, not trained | {m.get('train_seconds', 0) / 60:.1f} | — | — |")
+            continue
+        md.append(f"| {key} | {m['epochs']} | {m['best_epoch']} | {m['best_val_mae']:.3f} | {m['stop_reason']} |"
+                  f" {m['train_seconds'] / 60:.1f} | {m['precision']} | {m['threads']} |")
+    return "\n".join(md)
+
+
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
                   name: str | None = None, protocol: str = "standard", config: str | None = None,
                   max_epochs: int | None = None, data_format: str | None = None) -> dict:
@@ -175,6 +188,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     commands = [f"`stmgt benchmark --data {data} --models {' '.join(ms)} --seeds {n} --protocol {protocol}"
                 + (f" --config {shown_config}" if shown_config else "") + "`" for n, ms in by_seeds.items()]
     md = [f"# Benchmark: {name}", "", res["protocol_text"], "", metrics_table_markdown(rows, horizons=horizons), "",
-          probabilistic_table_markdown(rows), "", "Regenerate: " + "; then ".join(commands) + "."]
+          probabilistic_table_markdown(rows), "", training_table_markdown(res["runs"]), "",
+          "Regenerate: " + "; then ".join(commands) + "."]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     return res
