@@ -82,6 +82,8 @@ class ModelConfig(_Section):
     """Let the weather block see the horizon's weather (a weather forecast; the panel's values)."""
     calendar: bool = True
     """Time-of-day and day-of-week embeddings in the input embedding."""
+    window_embedding: bool = False
+    """Add to every step a linear embedding of the road's whole history window (STID's series embedding)."""
     node_embedding: bool = False
     """A learned per-node embedding in the input embedding."""
     fused_attention: bool = True

@@ -157,3 +157,18 @@ def test_horizon_calendar_gives_each_forecast_step_its_own_clock():
         mean = m(b, ei).mean
         assert mean.shape == (2, 3, N)
         assert torch.allclose(mean[0], mean[1]) is (not on)
+
+
+def test_window_embedding_adds_the_flattened_window_to_every_step():
+    from stmgt.nn.embedding import InputEmbedding
+
+    torch.manual_seed(0)
+    emb = InputEmbedding(in_channels=1, hidden=6, window=4)
+    x, mask = torch.randn(2, 4, 3, 1), torch.rand(2, 4, 3) > 0.2
+    out = emb(x, mask)
+    feats = torch.cat([x, mask.unsqueeze(-1).float()], -1)  # [B, T, N, 2]
+    win = feats.permute(0, 2, 1, 3).reshape(2, 3, 8) @ emb.window.weight.T + emb.window.bias  # [B, N, D]
+    ref = emb.norm(emb.linear(feats) + win.unsqueeze(1))
+    torch.testing.assert_close(out, ref)
+    with pytest.raises(Exception, match="STMamba reads its history one step at a time"):
+        build_model(ModelConfig(name="stmamba", hidden=8, heads=2, window_embedding=True), DataInfo(num_nodes=3))

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from stmgt.config import ModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
-from stmgt.errors import DataError
+from stmgt.errors import ConfigError, DataError
 from stmgt.models.base import DataInfo, ForecastModel
 from stmgt.models.stmgt import ForecastDecoder
 from stmgt.nn.embedding import InputEmbedding
@@ -58,6 +58,9 @@ class STMamba(ForecastModel):
     def __init__(self, cfg: ModelConfig, info: DataInfo):
         super().__init__()
         self.cfg, self.info = cfg, info
+        if cfg.window_embedding:
+            raise ConfigError("model.window_embedding needs the whole window at once; STMamba reads its "
+                              "history one step at a time (streaming): use it with STMGT")
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
             STMambaBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, d_state=cfg.d_state,

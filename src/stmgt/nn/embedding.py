@@ -25,12 +25,16 @@ class InputEmbedding(nn.Module):
         num_nodes: add a per-node embedding for this many nodes (0: none).
         day_classes: the category of each weekday (Monday first; default seven): the day-of-week
             embedding has one row per category (see :func:`~stmgt.data.panel.day_classes`).
+        window: with the history length ``T`` (0: off), add to every step a linear embedding of the
+            road's whole window ``[x, mask]`` flattened over time: STID's series embedding (Shao et
+            al., CIKM 2022), which hands each token the window's exact levels and trend that one
+            scalar reading per token leaves for attention to reconstruct.
 
     Shapes: ``x [B, T, N, C]``, ``mask [B, T, N]``, ``tod/dow [B, T]`` -> ``[B, T, N, D]``.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 96, calendar: bool = False, steps_per_day: int = 288,
-                 num_nodes: int = 0, day_classes=tuple(range(7))):
+                 num_nodes: int = 0, day_classes=tuple(range(7)), window: int = 0):
         super().__init__()
         self.linear = nn.Linear(in_channels + 1, hidden)
         self.norm = nn.LayerNorm(hidden)
@@ -39,6 +43,7 @@ class InputEmbedding(nn.Module):
         self.register_buffer("day_map", torch.tensor(day_classes, dtype=torch.long), persistent=False)
         self.dow = nn.Embedding(max(day_classes) + 1, hidden) if calendar else None
         self.node = nn.Parameter(torch.randn(num_nodes, hidden) / math.sqrt(hidden)) if num_nodes else None
+        self.window = nn.Linear(window * (in_channels + 1), hidden) if window else None
         for e in (self.tod, self.dow):
             if e is not None:
                 nn.init.normal_(e.weight, std=1 / math.sqrt(hidden))
@@ -47,10 +52,16 @@ class InputEmbedding(nn.Module):
     def from_config(cls, cfg, info) -> InputEmbedding:
         """Built from a :class:`~stmgt.config.ModelConfig` and a :class:`~stmgt.models.base.DataInfo`."""
         return cls(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
-                   info.num_nodes if cfg.node_embedding else 0, info.day_classes)
+                   info.num_nodes if cfg.node_embedding else 0, info.day_classes,
+                   info.history if cfg.window_embedding else 0)
 
     def forward(self, x: Tensor, mask: Tensor, tod: Tensor | None = None, dow: Tensor | None = None) -> Tensor:
-        h = self.linear(torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1))  # [B, T, N, D]
+        feats = torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1)  # [B, T, N, C+1]
+        h = self.linear(feats)  # [B, T, N, D]
+        if self.window is not None:
+            B, T, N, _ = feats.shape
+            flat = feats.permute(0, 2, 1, 3).reshape(B, N, -1)  # [B, T, N, C+1] -> [B, N, T*(C+1)]
+            h = h + self.window(flat).unsqueeze(1)  # [B, 1, N, D] onto every step
         if self.tod is not None and tod is not None:
             slot = (tod * self.steps_per_day).long().clamp_(0, self.steps_per_day - 1)
             h = h + (self.tod(slot) + self.dow(self.day_map[dow.long()])).unsqueeze(2)  # [B, T, 1, D]
