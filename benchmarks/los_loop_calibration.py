@@ -32,8 +32,19 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
     run = Path(a.run)
+    cfg = load_config(a.config, {"data.source": a.data, "train.seed": a.seed})
     if not (run / "model.safetensors").exists():
-        fit(load_config(a.config, {"data.source": a.data, "train.seed": a.seed}), run)
+        fit(cfg, run)
+    else:  # a run folder from another config or code state would be scored as if it were this one
+        from stmgt.run import Run
+
+        have = Run(run).config().to_dict()
+        want = cfg.to_dict()
+        for c in (have, want):
+            c["data"].pop("source")
+            c["train"].pop("progress")
+        if have != want:
+            raise SystemExit(f"{run}: trained with another config than {a.config}; remove it or pass another --run")
     cal = calibrate_run(run)
     res = evaluate_run(run, plots=True)
     before, after = res["uncalibrated"], {k: res[k] for k in UNCALIBRATED_KEYS}

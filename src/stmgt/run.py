@@ -40,10 +40,26 @@ def versions() -> dict:
     import stmgt
 
     return {
-        "stmgt": stmgt.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+        "stmgt": stmgt.__version__, "git": _git_commit(), "python": sys.version.split()[0], "torch": torch.__version__,
         "lightning": lightning.__version__, "numpy": np.__version__, "pandas": pandas.__version__,
         "platform": platform.platform(), "threads": torch.get_num_threads(),
     }
+
+
+def _git_commit() -> str | None:
+    """The commit of the stmgt source tree when it is a git checkout (``+dirty`` with local changes)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def steps_per_day(interval_minutes: float) -> int:

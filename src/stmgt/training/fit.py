@@ -172,7 +172,9 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
 def training_summary(trainer, best: ModelCheckpoint, stop: EarlyStopping, t, precision: str,
                      seconds: float) -> dict:
     """What ``training.json`` records: epochs run, the best epoch (1-based) and its validation MAE, why training
-    stopped (``early_stop``, ``max_epochs`` or ``budget``), wall-clock seconds, precision and threads."""
+    stopped (``early_stop``, ``max_epochs`` or ``budget``), wall-clock seconds, precision, threads, and
+    the code (git commit) and torch version: the same code, config and thread count give the same
+    numbers bit for bit on one machine, and another thread count already changes the float sums."""
     epochs = trainer.current_epoch  # epochs completed
     if stop.stopped_epoch > 0:
         reason = "early_stop"
@@ -185,6 +187,10 @@ def training_summary(trainer, best: ModelCheckpoint, stop: EarlyStopping, t, pre
     if path is not None and path.is_file():
         best_epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1  # 1-based
     score = best.best_model_score
+    from stmgt.run import versions
+
+    v = versions()
     return {"epochs": int(epochs), "best_epoch": best_epoch,
             "best_val_mae": None if score is None else float(score), "stop_reason": reason,
-            "train_seconds": round(seconds, 1), "precision": precision, "threads": torch.get_num_threads()}
+            "train_seconds": round(seconds, 1), "precision": precision, "threads": torch.get_num_threads(),
+            "code": v["git"], "torch": v["torch"]}
