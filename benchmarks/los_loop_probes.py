@@ -61,7 +61,10 @@ def table(rows: list[dict]) -> str:
         changed = ", ".join(f"`{k}: {v}`" for k, v in r["overrides"].items()) or "—"
         md.append(f"| {r['name']} | {changed} | {s[0]:.3f} | {s[2]:.3f} | {s[5]:.3f} | {s[11]:.3f} |"
                   f" **{r['val_mae']:.3f}** | {r['best_epoch']} | {r['minutes']} |")
-    md += ["", "Regenerate a row: `python benchmarks/los_loop_probes.py run NAME key=value ...`; the table:"
+    md += ["", "`stid_ref` is the harness's STID under the same budget and shared settings (lr 1e-3, dropout 0.2,"
+           " 32 features per horizon step to the mixture head). Minutes are wall-clock on a 2-core machine that"
+           " two or three such processes shared: compare them within one session only.",
+           "", "Regenerate a row: `python benchmarks/los_loop_probes.py run NAME key=value ...`; the table:"
            " `python benchmarks/los_loop_probes.py table`."]
     return "\n".join(md) + "\n"
 
