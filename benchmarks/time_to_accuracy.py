@@ -12,7 +12,8 @@ Two parts, both written to ``benchmarks/results/time_to_accuracy.{json,md}``:
     python benchmarks/time_to_accuracy.py steps --data ../shared/data/los_loop
     python benchmarks/time_to_accuracy.py runs benchmarks/results/runs/los_loop_converged/stmgt/seed0
 
-Each part replaces its own section of the JSON and the table is rebuilt from both.
+Each part replaces its own section of the JSON and the table is rebuilt from both (with the JSON's
+``notes``, a list of sentences kept by hand).
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ def table(res: dict) -> str:
             md.append(f"| {r['lever']} | {r['precision']} | {r['threads']} | {r['step_s']:.2f} | "
                       f"{r['epoch_min']:.1f} | {r['peak_rss_gib']:.1f} |")
         md.append("")
+    if res.get("notes"):
+        md += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     for r in res.get("runs", []):
         md += [f"## Full training: `{r['run']}`", "",
                f"{r['epochs']} epochs, stop: {r['stop_reason']}; best validation MAE {r['best_val_mae']:.3f} at epoch"
