@@ -96,6 +96,7 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
     """
     if config is None:
         return None, {}
+    import atexit
     import tempfile
 
     import yaml
@@ -121,6 +122,7 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
     tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=p.stem + "-", delete=False)
     with tmp:
         yaml.safe_dump(raw, tmp)
+    atexit.register(Path(tmp.name).unlink, missing_ok=True)
     return tmp.name, flat
 
 

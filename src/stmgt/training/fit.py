@@ -162,14 +162,17 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
                 ckpt_path=str(resume) if resume else None, weights_only=True)
     if trainer.is_global_zero:
         path = best.best_model_path or best.last_model_path
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = ckpt["state_dict"]
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
         run.save_weights(model)
-        run.save_training(training_summary(trainer, best, stop, t, precision, time.perf_counter() - started))
+        best_epoch = int(ckpt["epoch"]) + 1 if path == best.best_model_path else None  # 1-based
+        run.save_training(training_summary(trainer, best_epoch, best.best_model_score, stop, t, precision,
+                                           time.perf_counter() - started))
     return run
 
 
-def training_summary(trainer, best: ModelCheckpoint, stop: EarlyStopping, t, precision: str,
+def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping, t, precision: str,
                      seconds: float) -> dict:
     """What ``training.json`` records: epochs run, the best epoch (1-based) and its validation MAE, why training
     stopped (``early_stop``, ``max_epochs`` or ``budget``), wall-clock seconds, precision, threads, and
@@ -182,11 +185,6 @@ def training_summary(trainer, best: ModelCheckpoint, stop: EarlyStopping, t, pre
         reason = "max_epochs"
     else:
         reason = "budget"
-    best_epoch = None
-    path = Path(best.best_model_path) if best.best_model_path else None
-    if path is not None and path.is_file():
-        best_epoch = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1  # 1-based
-    score = best.best_model_score
     from stmgt.run import versions
 
     v = versions()
