@@ -86,6 +86,10 @@ class ModelConfig(_Section):
     """Add to every step a linear embedding of the road's whole history window (STID's series embedding)."""
     node_embedding: bool = False
     """A learned per-node embedding in the input embedding."""
+    input_norm: bool = True
+    """LayerNorm over the input embedding (the original design's). A LayerNorm of a linear map of one
+    reading saturates: large and very large readings map to nearly the same token. False keeps the
+    reading's scale in the token, as STID and STAEformer do."""
     fused_attention: bool = True
     """GATv2's edge operations in compiled CPU kernels (:mod:`stmgt.kernels`): the same numbers with
     only node-level features kept (3.5x faster graph attention at 207 roads; False: plain PyTorch)."""

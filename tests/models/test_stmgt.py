@@ -172,3 +172,22 @@ def test_window_embedding_adds_the_flattened_window_to_every_step():
     torch.testing.assert_close(out, ref)
     with pytest.raises(Exception, match="STMamba reads its history one step at a time"):
         build_model(ModelConfig(name="stmamba", hidden=8, heads=2, window_embedding=True), DataInfo(num_nodes=3))
+
+
+def test_input_norm_off_keeps_the_token_linear_in_the_reading():
+    """With LayerNorm a reading and twice it give nearly the same token far from 0 (saturation);
+    without, the token moves by exactly the linear map of the difference."""
+    from stmgt.nn.embedding import InputEmbedding
+
+    torch.manual_seed(0)
+    mask = torch.ones(1, 4, 3, dtype=torch.bool)
+    x = torch.full((1, 4, 3, 1), 1000.0)
+    for norm in (True, False):
+        emb = InputEmbedding(in_channels=1, hidden=6, norm=norm)
+        a, b = emb(x, mask), emb(2 * x, mask)
+        if norm:
+            torch.testing.assert_close(a, b, atol=1e-2, rtol=0)  # saturated: the scale is lost
+        else:
+            torch.testing.assert_close(b - a, (1000.0 * emb.linear.weight[:, 0]).expand_as(a))
+    m = build_model(ModelConfig(hidden=8, heads=2, blocks=1, input_norm=False), DataInfo(num_nodes=3))
+    assert isinstance(m.embedding.norm, torch.nn.Identity)

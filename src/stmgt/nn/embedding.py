@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 
 class InputEmbedding(nn.Module):
-    """``LayerNorm(Linear([x, mask]))`` plus optional calendar and node embeddings.
+    """``LayerNorm(Linear([x, mask]))`` plus optional calendar, node and window embeddings.
 
     The original STMGT design (see ``docs/design.md``) embeds the reading alone: a linear layer
     ``1 -> 96`` and LayerNorm. Real sensors have gaps, so the observed-mask is a second input
@@ -29,15 +29,17 @@ class InputEmbedding(nn.Module):
             road's whole window ``[x, mask]`` flattened over time: STID's series embedding (Shao et
             al., CIKM 2022), which hands each token the window's exact levels and trend that one
             scalar reading per token leaves for attention to reconstruct.
+        norm: LayerNorm over the sum (default True, the original design). A LayerNorm of
+            ``w * x + b`` saturates in ``x``; without it the token stays linear in the reading.
 
     Shapes: ``x [B, T, N, C]``, ``mask [B, T, N]``, ``tod/dow [B, T]`` -> ``[B, T, N, D]``.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 96, calendar: bool = False, steps_per_day: int = 288,
-                 num_nodes: int = 0, day_classes=tuple(range(7)), window: int = 0):
+                 num_nodes: int = 0, day_classes=tuple(range(7)), window: int = 0, norm: bool = True):
         super().__init__()
         self.linear = nn.Linear(in_channels + 1, hidden)
-        self.norm = nn.LayerNorm(hidden)
+        self.norm = nn.LayerNorm(hidden) if norm else nn.Identity()
         self.steps_per_day = steps_per_day
         self.tod = nn.Embedding(steps_per_day, hidden) if calendar else None
         self.register_buffer("day_map", torch.tensor(day_classes, dtype=torch.long), persistent=False)
@@ -53,7 +55,7 @@ class InputEmbedding(nn.Module):
         """Built from a :class:`~stmgt.config.ModelConfig` and a :class:`~stmgt.models.base.DataInfo`."""
         return cls(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
                    info.num_nodes if cfg.node_embedding else 0, info.day_classes,
-                   info.history if cfg.window_embedding else 0)
+                   info.history if cfg.window_embedding else 0, cfg.input_norm)
 
     def forward(self, x: Tensor, mask: Tensor, tod: Tensor | None = None, dow: Tensor | None = None) -> Tensor:
         feats = torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1)  # [B, T, N, C+1]
