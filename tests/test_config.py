@@ -23,7 +23,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("train:\n  lr: -1\n", "train.lr: Input should be greater than 0"),
+    ("train:\n  lr: -1\n", "train.lr: must be > 0 (got -1)"),
     ("model:\n  hiden: 64\n", "model.hiden: unknown key"),
     ("model:\n  hidden: 90\n  heads: 4\n", "must be divisible by model.heads"),
     ("model:\n  name: transformerx\n", "model.name"),
@@ -45,8 +45,8 @@ def test_missing_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, says", [
-    ("train.lr", float("inf"), "train.lr: Input should be a finite number"),
-    ("train.lr", float("nan"), "train.lr: Input should be a finite number"),
+    ("train.lr", float("inf"), "train.lr: must be a finite number"),
+    ("train.lr", float("nan"), "train.lr: must be a finite number"),
     ("train.batch_size", True, "train.batch_size: expected a number, got a boolean"),
     ("model.dropout", False, "model.dropout: expected a number, got a boolean"),
 ])
