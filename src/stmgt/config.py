@@ -286,20 +286,21 @@ def read_yaml(path: str | Path, what: str = "config file") -> object:
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None,
-                options: dict[str, str] | None = None) -> Config:
+                options: dict[str, str] | None = None, *, shown_as: str | None = None) -> Config:
     """Read a YAML config (or the defaults) and apply ``overrides`` given as ``{"train.seed": 1}``.
 
     ``options`` maps override keys to the command-line options they came from (``{"train.seed": "--seed"}``),
-    so that a bad value is blamed on the option rather than on the file.
+    so that a bad value is blamed on the option rather than on the file; ``shown_as`` names the file in messages
+    (the user's file when ``path`` is a temporary copy of it).
     """
     raw: dict = {}
-    where = str(path) if path is not None else "config"
+    where = shown_as or (str(path) if path is not None else "config")
     if path is not None:
         raw = read_yaml(path)
         if raw is None:
             raw = {}  # an empty file: the defaults
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping with data, model and train sections,"
+            raise ConfigError(f"{where}: the top level must be a mapping with data, model and train sections,"
                               f" not {_kind(raw)}")
     for key, value in (overrides or {}).items():
         if value is None:
