@@ -271,7 +271,8 @@ def read_yaml(path: str | Path, what: str = "config file") -> object:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
-        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{data[e.start]:02x} at line {line}); save it as UTF-8") from None
+        byte = f"0x{data[e.start]:02x}"
+        raise ConfigError(f"{p}: not UTF-8 text (byte {byte} at line {line}); save it as UTF-8") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
