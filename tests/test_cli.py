@@ -1,6 +1,7 @@
 """End to end through the command line on a tiny synthetic city (about a minute)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,3 +119,153 @@ def test_calibrate_then_evaluate_and_predict_apply_it(trained, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["calibrated"] is True and "coverage80" in res["uncalibrated"]
     (run / "calibration.json").unlink()
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stmgt: error: ") and "\n" not in err, err
+    return err.removeprefix("stmgt: error: ")
+
+
+def test_a_bad_option_value_is_blamed_on_the_option_and_a_file_value_on_the_file(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = str(tmp_path / "run")
+    assert main(["train", "--config", str(cfg), "--horizon", "0", "--out", out]) == 2
+    assert _one_error(capsys) == "--horizon: must be >= 1 (got 0)"
+    assert main(["train", "--model", "transformerx", "--out", out]) == 2
+    assert _one_error(capsys).startswith("--model: must be 'stmgt', ")
+    cfg.write_text(TINY + "data: {horizon: 0}\n")
+    assert main(["train", "--config", str(cfg), "--seed", "1", "--out", out]) == 2
+    assert _one_error(capsys) == f"{cfg}: data.horizon: must be >= 1 (got 0)"
+    assert main(["benchmark", "--max-epochs", "0", "--models", "gru", "--out", str(tmp_path / "bm")]) == 2
+    assert _one_error(capsys) == "--max-epochs: must be >= 1 (got 0)"
+    assert main(["demo", "--days", "-1", "--out", out]) == 2
+    assert _one_error(capsys) == "--days: must be > 0 (got -1.0)"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, says", [
+    ("model: [1, 2]\n", "model: must be a section of `key: value` lines, not a list ([1, 2])"),
+    ("- 1\n", "the top level must be a mapping with data, model and train sections, not a list"),
+    ("trian: {lr: 0.01}\n", "trian: unknown section (the sections are data, model, train)"),
+    ("train: [1, 2\n", "not valid YAML at line 2 (the end of the file)"),
+    (b"model:\n  name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at line 2); save it as UTF-8"),
+])
+def test_malformed_config_files_end_in_one_line(tmp_path, capsys, text, says):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for argv in (["train", "--config", str(cfg), "--model", "gru", "--out", str(tmp_path / "run")],
+                 ["benchmark", "--config", str(cfg), "--models", "gru", "--out", str(tmp_path / "bm")]):
+        assert main(argv) == 2
+        err = _one_error(capsys)
+        assert err.startswith(f"{cfg}: ") and says in err, err
+
+
+def _output_cases(tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    return a_file, [
+        (["data", "synth", "--nodes", "8", "--days", "1", "--out"], "--out"),
+        (["data", "fetch", "los_loop", "--dir"], "--dir"),
+        (["benchmark", "--models", "gru", "--seeds", "1", "--out"], "--out"),
+    ]
+
+
+def test_an_output_folder_that_is_a_file_or_under_a_file(tmp_path, capsys):
+    a_file, cases = _output_cases(tmp_path)
+    for argv, option in cases:
+        assert main(argv + [str(a_file)]) == 2
+        assert _one_error(capsys) == f"{option}: {a_file} is a file, not a folder; give a folder path"
+        assert main(argv + [str(a_file / "sub")]) == 2
+        assert _one_error(capsys) == (f"{option}: cannot create the folder {a_file / 'sub'}: {a_file} is a file;"
+                                      " give a folder path")
+    assert a_file.read_text() == "not a folder"
+
+
+def test_an_output_folder_under_a_read_only_folder(tmp_path, capsys):
+    import os
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("permissions do not bind here (running as root)")
+        _, cases = _output_cases(tmp_path)
+        for argv, option in cases:
+            assert main(argv + [str(ro / "out")]) == 2
+            assert _one_error(capsys) == (f"{option}: cannot write in {ro} (permission denied);"
+                                          " give a folder you can write to")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_ensure_writable_dir_accepts_new_and_existing_folders(tmp_path):
+    from stmgt.paths import ensure_writable_dir
+
+    assert ensure_writable_dir(tmp_path, "--out") == tmp_path
+    assert ensure_writable_dir(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()  # nothing is created
+
+
+def test_an_os_error_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    import errno
+    import io
+
+    from stmgt.data.panel import Panel
+
+    out = tmp_path / "city"
+
+    def full(self, directory):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "panel.npz"))
+
+    monkeypatch.setattr(Panel, "save", full)
+    argv = ["data", "synth", "--nodes", "8", "--days", "1", "--out", str(out)]
+    assert main(argv) == 2
+    assert _one_error(capsys) == f"{out / 'panel.npz'}: No space left on device"
+
+    def gone(self, directory):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "a.tmp", None, "b")
+
+    monkeypatch.setattr(Panel, "save", gone)
+    assert main(argv) == 2
+    assert _one_error(capsys) == "a.tmp -> b: No such file or directory"
+
+    for bug in (RuntimeError("a bug"), io.UnsupportedOperation("not readable"), KeyError("x")):
+        def broken(self, directory, bug=bug):
+            raise bug
+
+        monkeypatch.setattr(Panel, "save", broken)
+        with pytest.raises(type(bug)):
+            main(argv)
+    monkeypatch.setattr(Panel, "save", full)
+    monkeypatch.setenv("STMGT_TRACEBACK", "1")
+    with pytest.raises(OSError):
+        main(argv)
+
+
+def test_an_output_folder_without_write_permission_simulated(tmp_path, capsys, monkeypatch):
+    """The read-only case where permissions do not bind (root): the access check says no."""
+    import stmgt.paths
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = stmgt.paths.os.access
+    monkeypatch.setattr(stmgt.paths.os, "access", lambda p, mode: Path(p) != locked and real(p, mode))
+    _, cases = _output_cases(tmp_path)
+    for argv, option in cases:
+        assert main(argv + [str(locked / "new" / "out")]) == 2
+        assert _one_error(capsys) == (f"{option}: cannot write in {locked} (permission denied);"
+                                      " give a folder you can write to")
+
+
+def test_benchmark_names_the_users_config_not_its_temporary_copy(tmp_path, capsys):
+    cfg = tmp_path / "variants.yaml"
+    cfg.write_text("model: {hidden: 0}\nmodels:\n  gru_wide: {model: {name: gru, hidden: 12}}\n")
+    argv = ["benchmark", "--models", "gru_wide", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path / "bm")]
+    assert main(argv) == 2
+    assert _one_error(capsys) == f"{cfg}: model.hidden: must be >= 4 (got 0)"
+    cfg.write_bytes(b"models:\n  gru_wide: {model: {name: gr\xfc}}\n")
+    assert main(argv) == 2
+    assert _one_error(capsys) == f"{cfg}: not UTF-8 text (byte 0xfc at line 2); save it as UTF-8"

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from stmgt.config import MODEL_NAMES, load_config
+from stmgt.config import MODEL_NAMES, load_config, read_yaml
 from stmgt.data.source import load_source
 from stmgt.errors import ConfigError
 from stmgt.evaluation.evaluate import forecast_split
@@ -102,9 +102,7 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
     import yaml
 
     p = Path(config)
-    if not p.is_file():
-        return config, {}  # load_config names the missing file
-    raw = yaml.safe_load(p.read_text()) or {}
+    raw = read_yaml(p) or {}  # one-line errors for a missing, non-UTF-8 or invalid file
     if not isinstance(raw, dict) or "models" not in raw:
         return config, {}
     models = raw.pop("models") or {}
@@ -141,13 +139,16 @@ def training_table_markdown(runs: dict) -> str:
 
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
                   name: str | None = None, protocol: str = "standard", config: str | None = None,
-                  max_epochs: int | None = None, data_format: str | None = None) -> dict:
+                  max_epochs: int | None = None, data_format: str | None = None,
+                  options: dict[str, str] | None = None) -> dict:
+    """``options``: the command-line option of each setting (``{"train.max_epochs": "--max-epochs"}``), named in
+    the message for a bad value (:func:`~stmgt.config.load_config`)."""
     out = Path(out)
     shown_config = config
     config, overrides = per_model_overrides(config)
     base = {**PROTOCOLS[protocol], "data.source": data, "data.format": data_format, "train.max_epochs": max_epochs,
             "train.progress": False}
-    cfg0 = load_config(config, base)
+    cfg0 = load_config(config, base, options, shown_as=shown_config)
     panel = load_source(cfg0.data)
     name = result_name(data, protocol, name)
     path = out / f"{name}.json"
@@ -166,7 +167,8 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
             if model not in MODEL_NAMES and "model.name" not in own:
                 raise ConfigError(f"{model!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a variant with a"
                                   f" model.name under models: in {shown_config or 'the config'}")
-            cfg = load_config(config, {**base, "model.name": model, **own, "train.seed": seed})
+            cfg = load_config(config, {**base, "model.name": model, **own, "train.seed": seed}, options,
+                              shown_as=shown_config)
             t0 = time.perf_counter()
             with claim:
                 run = fit(cfg, run_dir, panel=panel)

@@ -7,7 +7,9 @@ mistake (bad file, bad option, missing run folder) instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,15 @@ def _overrides(a: argparse.Namespace) -> dict:
         "model.name": a.model, "train.max_epochs": a.max_epochs, "train.seed": a.seed,
         "train.batch_size": a.batch_size, "train.devices": a.devices, "train.accelerator": a.accelerator,
     }
+
+
+# the command-line option each override key comes from: a bad value is blamed on the option, not the config file
+_OPTIONS = {
+    "data.source": "--data", "data.format": "--format", "data.history": "--history", "data.horizon": "--horizon",
+    "data.synthetic.nodes": "--nodes", "data.synthetic.days": "--days", "model.name": "--model",
+    "train.max_epochs": "--max-epochs", "train.seed": "--seed", "train.batch_size": "--batch-size",
+    "train.devices": "--devices", "train.accelerator": "--accelerator",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_data(a) -> int:
     if a.data_command == "synth":
         from stmgt.data.synthetic import synthetic_city
+        from stmgt.paths import ensure_writable_dir
 
+        ensure_writable_dir(a.out, "--out")
         t0 = time.perf_counter()
         panel = synthetic_city(num_nodes=a.nodes, days=a.days, interval_minutes=a.interval, seed=a.seed)
         panel.save(a.out)
@@ -149,7 +162,9 @@ def _cmd_data(a) -> int:
         return 0
     if a.data_command == "fetch":
         from stmgt.data.fetch import fetch
+        from stmgt.paths import ensure_writable_dir
 
+        ensure_writable_dir(a.dir, "--dir")
         path = fetch(a.name, a.dir)
         print(f"{a.name}: ready in {path}")
         return 0
@@ -160,7 +175,7 @@ def _cmd_train(a) -> int:
     from stmgt.config import load_config
     from stmgt.training.fit import fit
 
-    cfg = load_config(a.config, _overrides(a))
+    cfg = load_config(a.config, _overrides(a), _OPTIONS)
     t0 = time.perf_counter()
     run = fit(cfg, a.out, resume=a.resume)
     print(f"trained {cfg.model.name} in {time.perf_counter() - t0:.0f}s -> {run.dir}")
@@ -203,8 +218,11 @@ def _cmd_calibrate(a) -> int:
 
 def _cmd_benchmark(a) -> int:
     from stmgt.benchmark import result_name, run_benchmark
+    from stmgt.paths import ensure_writable_dir
 
-    res = run_benchmark(a.data, a.models, a.seeds, a.out, a.name, a.protocol, a.config, a.max_epochs, a.format)
+    ensure_writable_dir(a.out, "--out")
+    res = run_benchmark(a.data, a.models, a.seeds, a.out, a.name, a.protocol, a.config, a.max_epochs, a.format,
+                        options=_OPTIONS)
     print(f"{len(res['runs'])} runs; table: {Path(a.out) / result_name(a.data, a.protocol, a.name)}.md")
     return 0
 
@@ -238,7 +256,8 @@ def _cmd_demo(a) -> int:
     from stmgt.training.fit import fit
 
     out = Path(a.out)
-    cfg = load_config(None, {"data.synthetic.days": a.days, "train.max_epochs": a.max_epochs, "train.seed": a.seed})
+    cfg = load_config(None, {"data.synthetic.days": a.days, "train.max_epochs": a.max_epochs, "train.seed": a.seed},
+                      _OPTIONS)
     t0 = time.perf_counter()
     panel = load_source(cfg.data)
     print(f"[1/4] {panel.summary()}")
@@ -261,6 +280,14 @@ COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "
             "bench": _cmd_bench, "demo": _cmd_demo}
 
 
+def _os_error(e: OSError) -> str:
+    """``path: Permission denied`` (or ``a -> b: ...`` for a rename/copy), else the error's own text."""
+    if not e.strerror:
+        return " ".join(str(e).split()) or type(e).__name__
+    names = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{names}: {e.strerror}" if names else e.strerror
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -271,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[a.command](a)
     except StmgtError as e:
         print(f"stmgt: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permission denied, disk full, a file that vanished: the system's word, one line
+        if isinstance(e, io.UnsupportedOperation) or os.environ.get("STMGT_TRACEBACK"):
+            raise  # a misuse of a file object is a bug; STMGT_TRACEBACK=1 shows where any OSError came from
+        print(f"stmgt: error: {_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stmgt: interrupted", file=sys.stderr)

@@ -9,13 +9,14 @@ patience 10.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stmgt.errors import ConfigError
+from stmgt.errors import ConfigError, plain
 
 MODEL_NAMES = ("stmgt", "stmamba", "last_value", "historical_average", "gru", "gwnet", "stid")
 
@@ -27,10 +28,17 @@ class _Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, v, info):
-        """YAML's ``true`` is not a number (``batch_size: true`` silently became 1)."""
-        ann = str(cls.model_fields[info.field_name].annotation)
-        if isinstance(v, bool) and ("int" in ann or "float" in ann) and "bool" not in ann:
-            raise ValueError("expected a number, got a boolean")
+        """YAML's ``true`` is not a number (``batch_size: true`` silently became 1, ``betas: [0.9, true]`` 1.0);
+        an empty section (``data:`` with nothing under it) is that section's defaults."""
+        field = cls.model_fields[info.field_name]
+        if v is None and isinstance(field.annotation, type) and issubclass(field.annotation, _Section):
+            return {}
+        ann = str(field.annotation)
+        if ("int" in ann or "float" in ann) and "bool" not in ann:
+            if isinstance(v, bool):
+                raise ValueError("expected a number, got a boolean")
+            if isinstance(v, (list, tuple)) and any(isinstance(x, bool) for x in v):
+                raise ValueError("expected numbers, got a boolean")
         return v
 
 
@@ -177,49 +185,139 @@ class Config(_Section):
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def _one_line(err: ValidationError, where: str) -> str:
-    parts = []
-    for e in err.errors()[:3]:
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        got = e.get("input")
-        parts.append(f"{loc}: {msg}" + ("" if e["type"] == "extra_forbidden" or isinstance(got, dict)
-                                         else f" (got {got!r})"))
-    more = f" (+{len(err.errors()) - 3} more)" if len(err.errors()) > 3 else ""
-    return f"{where}: " + "; ".join(parts) + more
+def _kind(v) -> str:
+    for t, name in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"),
+                    (list, "a list"), (tuple, "a list"), (dict, "a mapping")):
+        if isinstance(v, t):
+            return name
+    return "empty" if v is None else type(v).__name__
 
 
-def make_config(data: dict | None = None, where: str = "config") -> Config:
-    """Validate a nested dict into a :class:`Config` (one-line :class:`ConfigError` on failure)."""
+def _section_at(loc: tuple) -> type[BaseModel] | None:
+    """The section class at ``loc`` (``()`` is the top level, ``("data", "synthetic")`` SyntheticConfig)."""
+    cls: type[BaseModel] = Config
+    for part in loc:
+        field = cls.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        cls = ann
+    return cls
+
+
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+
+
+def _message(e: dict) -> str:
+    """One pydantic error as ``must be >= 1 (got 0)``, ``unknown key (did you mean hidden?)``, ..."""
+    loc, got, kind = e["loc"], e.get("input"), e["type"]
+    if kind == "extra_forbidden":
+        section = _section_at(loc[:-1])
+        known = list(section.model_fields) if section else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        if not loc[:-1]:
+            return f"unknown section (the sections are {', '.join(known)})"
+        return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+    if kind == "model_type":
+        return f"must be a section of `key: value` lines, not {_kind(got)}" + (
+            f" ({plain(got)})" if isinstance(got, (list, tuple, int, float, str)) else "")
+    if kind in _BOUNDS:
+        key, op = _BOUNDS[kind]
+        bound = e.get("ctx", {}).get(key)
+        msg = f"must be {op} {int(bound) if isinstance(bound, float) and bound.is_integer() else bound}"
+    else:
+        msg = e["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    return msg + ("" if isinstance(got, dict) or "got " in msg else f" (got {plain(got)})")
+
+
+def _one_line(err: ValidationError, where: str, options: dict[str, str] | None = None) -> str:
+    """``where: data.horizon: must be >= 1 (got 0)``, or ``--horizon: must be >= 1 (got 0)`` when the value
+    came from the command-line option that ``options`` maps ``data.horizon`` to."""
+    in_file, from_cli = [], []
+    errors = err.errors()
+    for e in errors[:3]:
+        loc = ".".join(str(x) for x in e["loc"])
+        if options and loc in options:
+            from_cli.append(f"{options[loc]}: {_message(e)}")
+        else:
+            in_file.append(f"{loc or '(top level)'}: {_message(e)}")
+    parts = from_cli + ([f"{where}: " + "; ".join(in_file)] if in_file else [])
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def make_config(data: dict | None = None, where: str = "config", options: dict[str, str] | None = None) -> Config:
+    """Validate a nested dict into a :class:`Config` (one-line :class:`ConfigError` on failure).
+
+    ``options`` maps dotted keys to the command-line options that set them (``{"data.horizon": "--horizon"}``):
+    a bad value there is blamed on the option, any other on ``where`` (the file).
+    """
     try:
         return Config.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigError(_one_line(e, where)) from None
+        raise ConfigError(_one_line(e, where, options)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Read a YAML config (or the defaults) and apply ``overrides`` given as ``{"train.seed": 1}``."""
+def read_yaml(path: str | Path, what: str = "config file") -> object:
+    """The YAML document in ``path``, or a one-line :class:`ConfigError` (missing, a folder, unreadable,
+    not UTF-8, or not YAML, with the line)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; give the {what} (a .yaml file)")
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} not found")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the {what}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        byte = f"0x{data[e.start]:02x}"
+        raise ConfigError(f"{p}: not UTF-8 text (byte {byte} at line {line}); save it as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        end = mark is not None and mark.index >= len(text.rstrip())
+        where = ("" if not mark else f" at line {mark.line + 1} (the end of the file)" if end
+                 else f" at line {mark.line + 1}, column {mark.column + 1}")
+        problem = getattr(e, "problem", None)
+        ctx, ctx_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        opened = f" ({ctx} from line {ctx_mark.line + 1})" if ctx and ctx_mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}" + (f": {problem}{opened}" if problem else "")) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None,
+                options: dict[str, str] | None = None, *, shown_as: str | None = None) -> Config:
+    """Read a YAML config (or the defaults) and apply ``overrides`` given as ``{"train.seed": 1}``.
+
+    ``options`` maps override keys to the command-line options they came from (``{"train.seed": "--seed"}``),
+    so that a bad value is blamed on the option rather than on the file; ``shown_as`` names the file in messages
+    (the user's file when ``path`` is a temporary copy of it).
+    """
     raw: dict = {}
+    where = shown_as or (str(path) if path is not None else "config")
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{p}: not valid YAML{line}") from None
+        raw = read_yaml(path)
+        if raw is None:
+            raw = {}  # an empty file: the defaults
         if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping with data/model/train sections")
+            raise ConfigError(f"{where}: the top level must be a mapping with data, model and train sections,"
+                              f" not {_kind(raw)}")
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         d = raw
         *parents, last = key.split(".")
-        for k in parents:
-            d = d.setdefault(k, {})
+        for i, k in enumerate(parents):
+            if d.get(k) is None:
+                d[k] = {}
+            elif not isinstance(d[k], dict):
+                raise ConfigError(f"{where}: {'.'.join(parents[:i + 1])}: must be a section of `key: value` lines,"
+                                  f" not {_kind(d[k])} ({plain(d[k])})")
+            d = d[k]
         d[last] = value
-    return make_config(raw, str(path) if path else "config")
+    return make_config(raw, where, {k: v for k, v in (options or {}).items() if (overrides or {}).get(k) is not None})

@@ -8,12 +8,30 @@ status 2 instead of showing a traceback.
 
 from __future__ import annotations
 
+import re
+
+# numpy >= 2 scalar reprs (``np.int64(3)``, ``np.str_('a')``, ``np.True_``) that an f-string's ``!r`` lets
+# into a message; the user wrote 3 and 'a', so that is what the message shows.
+_NUMPY_REPR = re.compile(r"""np\.[a-z]+\d*_?\(('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^()'"]*)\)""")
+_NUMPY_BOOL = re.compile(r"np\.(True|False)_")
+
+
+def plain(value) -> str:
+    """``repr`` of a value as the user wrote it: numpy scalars (also inside lists/tuples) as Python's."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = str(value) if value.dtype.kind in "mM" else value.item()  # dates as written, not datetime(...)
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(plain(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    return repr(value)
+
 
 class StmgtError(Exception):
-    """Base class of every error caused by user input; its message is one line."""
+    """Base class of every error caused by user input; its message is one line (numpy reprs unwrapped)."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        message = _NUMPY_BOOL.sub(r"\1", _NUMPY_REPR.sub(r"\1", str(message)))
+        super().__init__(" ".join(message.split()))
 
 
 class DataError(StmgtError, ValueError):
