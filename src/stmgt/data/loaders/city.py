@@ -631,19 +631,30 @@ def _check_city_wide(v: np.ndarray, ts: pd.Series, nid: pd.Series, of: str, name
 def _snap(tn: np.ndarray, step: pd.Timedelta, of: str) -> tuple[int, np.ndarray]:
     """``(origin, step k of each row)`` on an inferred grid: each reading goes to the nearest step.
 
-    The grid is placed at the typical offset of the readings; a reading further than
-    :data:`SNAP_TOLERANCE` of the interval from every step is refused (the interval is not the data's).
+    The grid is the clock-aligned one (steps at whole multiples of the interval since midnight,
+    when the interval divides a day) if every reading is near one of its steps, else the one at the
+    most common offset of the readings. A reading further than :data:`SNAP_TOLERANCE` of the
+    interval from every step is refused (the interval is not the data's).
     """
     s = int(step.value)
     t0 = int(tn.min())
     rel = tn - t0
     off = (rel + s // 2) % s - s // 2  # offset from t0's grid, in [-s/2, s/2)
-    m = int(np.median(off))
     if s >= 1_000_000_000:
-        m = int(round(m / 1e9)) * 1_000_000_000
-    k = np.floor_divide(rel - m + s // 2, s)
-    resid = rel - m - k * s
-    far = np.abs(resid) > SNAP_TOLERANCE * s
+        off = np.round(off / 1e9).astype(np.int64) * 1_000_000_000
+    vals, counts = np.unique(off, return_counts=True)
+    top = vals[counts == counts.max()]
+    candidates = [int(top[np.argmin(np.abs(top))])]  # the most common offset (the smallest one on ties)
+    day = 86_400_000_000_000
+    if day % s == 0:
+        clock = (0 - t0) % s  # t0 + clock is on the clock-aligned grid
+        candidates.insert(0, clock if clock <= s // 2 else clock - s)
+    for m in candidates:
+        k = np.floor_divide(rel - m + s // 2, s)
+        resid = rel - m - k * s
+        far = np.abs(resid) > SNAP_TOLERANCE * s
+        if not far.any():
+            break
     if far.any():
         rows = np.flatnonzero(far)
         ex = ", ".join(f"{_pos(of, int(i))} {pd.Timestamp(tn[i])}" for i in rows[:3])
@@ -718,8 +729,9 @@ def grid_findings(panel: Panel) -> list[str]:
     else:
         step = panel.timestamps[1] - panel.timestamps[0]
         start = pd.Timestamp(panel.timestamps[end - best + 1])
+        stop = pd.Timestamp(panel.timestamps[end])
         dur = _duration(int(best * step.astype("timedelta64[ns]").astype(np.int64)))
-        out.append(f"longest gap: {best} step(s) ({dur}) without any reading from {start}")
+        out.append(f"longest gap: {best} step(s) ({dur}) without any reading, {start} to {stop}")
     return out
 
 
