@@ -196,16 +196,38 @@ def _read_table(path: Path, *, text_columns: tuple[str, ...] = ()) -> pd.DataFra
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, dtype={c: str for c in text_columns}, skipinitialspace=True,
-                             keep_default_na=False, na_values=_NA_VALUES)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                df = pd.read_csv(path, dtype={c: str for c in text_columns}, skipinitialspace=True,
+                                 keep_default_na=False, na_values=_NA_VALUES, index_col=False)
+            if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+                df = None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty; it needs a header row and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         kind = path.suffix[1:].upper()
         raise DataError(f"{path}: cannot be read as {kind} ({msg}); save it as UTF-8 {kind}") from None
+    if df is None:
+        _too_many_fields(path)
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def _too_many_fields(path: Path) -> None:
+    """Name the first CSV line with more fields than the header (pandas would shift or drop them)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f, skipinitialspace=True)
+        header = next(rows, [])
+        for n, row in enumerate(rows, start=2):
+            if len(row) > len(header):
+                raise DataError(
+                    f"{path.name} line {n}: {len(row)} fields but the header has {len(header)}; quote values that"
+                    " contain commas (\"41,5\"), use '.' as the decimal point, or add the missing column name"
+                )
+    raise DataError(f"{path.name}: some lines have more fields than the header; make every line match it")
 
 
 def _require(df: pd.DataFrame, cols: tuple[str, ...], file: str, hint: str) -> None:
@@ -261,7 +283,11 @@ def _to_datetime(text: pd.Series, **kw) -> pd.Series:
             ts = pd.to_datetime(text, errors="coerce", utc=True, **kw)
     if getattr(ts.dt, "tz", None) is not None:
         ts = ts.dt.tz_localize(None)  # keep the local wall-clock time
-    return ts.astype("datetime64[ns]")
+    try:
+        return ts.astype("datetime64[ns]")
+    except (ValueError, OverflowError):  # a year outside 1677..2262: not a usable date here
+        ok = ts.notna() & (ts >= pd.Timestamp.min) & (ts <= pd.Timestamp.max)
+        return ts.where(ok).astype("datetime64[ns]")
 
 
 def _date_order(text: pd.Series, file: str, dayfirst: bool | None, notes: list[str] | None) -> bool | None:
