@@ -7,16 +7,20 @@ A folder with three plain files (see ``docs/your_own_city.md`` for a walk-throug
 
     * ``timestamp``: any date/time pandas parses (ISO 8601 ``2024-05-01 08:05:00`` is safest).
       Times are taken as local wall-clock time; a UTC offset, if present, is dropped (the local
-      time is kept) so calendar features follow the city's day.
+      time is kept) so calendar features follow the city's day. ``03/04/2024``-style dates are
+      read in the one order the file allows (a number above 12 first: day-first); when no date
+      tells, ``dayfirst`` (or ``timestamp_format``) must say it (:func:`_date_order`).
     * ``node_id``: the sensor or road-segment name (read as text: ``007`` stays ``007``).
-    * ``value``: the forecast target (speed, flow, ...), a number. An empty cell or ``NaN``
-      means "not observed"; a missing row means the same. ``0`` is a real reading unless
+    * ``value``: the forecast target (speed, flow, ...), a number. An empty cell or one of
+      :data:`NA_TOKENS` (``NA, NaN, null, n/a, #N/A``, any case) means "not observed"; a missing row
+      means the same; any other text is an error. ``0`` is a real reading unless
       ``zero_is_missing=True``.
 
     Every other column whose values are all numbers (e.g. ``temperature, precipitation,
-    wind_speed``) becomes a global covariate: averaged over the rows of each time step, then
-    forward/back filled over steps without a reading. Columns of text, and ``lat``/``lon``, are
-    ignored.
+    wind_speed``) becomes a global covariate. It must be city-wide (one value per timestamp; a
+    column that differs between nodes at one timestamp is refused); it is averaged over the rows of
+    each time step, then forward/back filled over steps without a reading. Columns of text, and
+    ``lat``/``lon``, are ignored; a column without any value is ignored with a warning.
 ``edges.csv``
     ``source, target[, weight]``: directed edges between node ids of ``observations``. List both
     directions for a two-way road (or pass ``symmetric=True``). ``weight`` must be a finite,
@@ -25,11 +29,19 @@ A folder with three plain files (see ``docs/your_own_city.md`` for a walk-throug
     ``node_id, lat, lon`` in WGS84 degrees; when present it fixes the node order and gives the
     coordinates. Nodes listed here that have no observation are ignored.
 
-Time grid: the interval is the most common gap between consecutive distinct timestamps (or the
-``interval`` argument, e.g. ``"5min"``, ``"1h"``). The grid starts at the first timestamp; each
-reading goes to the grid step at or before it, so readings a few seconds late still land on their
-step (several readings of one node in one step are averaged). Grid steps without a reading are
-masked (``mask=False``); values are never filled.
+``city.json`` (optional)
+    loader options for this folder (:data:`FILE_OPTIONS`), e.g. ``{"dayfirst": true}``, so that
+    training reads it the same way; keyword arguments win.
+
+Time grid: the interval is inferred per node (:func:`infer_interval`), and each reading goes to the
+nearest step of a grid on the clock (a warning says how many moved; one further than
+:data:`SNAP_TOLERANCE` of the interval from every step is refused). With an explicit ``interval``
+(e.g. ``"5min"``, ``"1h"``) the grid starts at the first timestamp and each reading goes to the step
+at or before it (several readings of one node in one step are averaged). Grid steps without a
+reading are masked (``mask=False``); values are never filled. Outlier dates (one side of a gap
+longer than half the span holding at most 1 % of the rows) and grids above :data:`MAX_GRID_CELLS`
+cells are refused before allocation; coverage below :data:`MIN_COVERAGE` and gaps longer than
+:data:`GAP_WARN_FRACTION` of the span are warnings (:class:`~stmgt.errors.StmgtWarning`).
 
 Every format problem raises a one-line :class:`~stmgt.errors.DataError` naming the file, the line
 (``line 1`` is the CSV header) or column, and the fix.
@@ -41,7 +53,6 @@ This module also holds the small helpers the other loaders share (:func:`parse_i
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -567,7 +578,9 @@ def _load_city(path: str | Path, notes: list[str] | None, *, name: str | None = 
         how = "given; each reading goes to the step at or before it"
     T = int(pos.max()) + 1
     if T < 2:
-        raise DataError(f"{of}: the data span less than one interval ({fmt_interval(step)}); need at least 2 time steps")
+        raise DataError(
+            f"{of}: the data span less than one interval ({fmt_interval(step)}); need at least 2 time steps"
+        )
     grid = pd.DatetimeIndex(origin + step.value * np.arange(T, dtype=np.int64)).astype("datetime64[ns]")
     seen = list(dict.fromkeys(nid.tolist()))
     _check_grid(pos, tn, len(seen), step, of)
