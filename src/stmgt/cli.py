@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from stmgt.config import MODEL_NAMES
-from stmgt.errors import StmgtError
+from stmgt.errors import StmgtError, one_line_warnings
 
 EPILOG = """examples:
   stmgt demo --out runs/demo                          train, evaluate and forecast on the synthetic city
@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = dsub.add_parser("check", help="load a dataset folder and print what was found")
     c.add_argument("path", help="dataset folder or file")
     c.add_argument("--format", help="force the format")
+    c.add_argument("--dayfirst", action=argparse.BooleanOptionalAction, default=None,
+                   help="own-city dates: --dayfirst reads 03/04/2024 as 3 April (dd/mm/yyyy), --no-dayfirst as"
+                        " March 4 (mm/dd/yyyy); needed when no day is above 12")
+    c.add_argument("--timestamp-format", help="own-city dates: strftime codes, e.g. '%%d.%%m.%%Y %%H:%%M'")
+    c.add_argument("--interval", help="own-city grid interval, e.g. 5min or 1h (default: inferred)")
     f = dsub.add_parser("fetch", help="download a public benchmark dataset (sha256-checked, resumable)")
     f.add_argument("name", help="dataset name: los_loop, metr_la_graph, montevideo_bus, i94, birmingham_parking, "
                                 "nyc_taxi_od")
@@ -156,9 +161,13 @@ def _cmd_data(a) -> int:
         print(f"wrote {Path(a.out) / 'panel.npz'} in {time.perf_counter() - t0:.1f}s")
         return 0
     if a.data_command == "check":
-        from stmgt.data.loaders import load
+        from stmgt.data.loaders import check
 
-        print(load(a.path, format=a.format).summary())
+        opts = {"dayfirst": a.dayfirst, "timestamp_format": a.timestamp_format, "interval": a.interval}
+        panel, findings = check(a.path, format=a.format, **{k: v for k, v in opts.items() if v is not None})
+        print(panel.summary())
+        for line in findings:
+            print(f"  {line}")
         return 0
     if a.data_command == "fetch":
         from stmgt.data.fetch import fetch
@@ -295,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return 0
     try:
-        return COMMANDS[a.command](a)
+        with one_line_warnings():
+            return COMMANDS[a.command](a)
     except StmgtError as e:
         print(f"stmgt: error: {e}", file=sys.stderr)
         return 2

@@ -61,3 +61,49 @@ def test_not_a_pickle(tmp_path):
         safe_load(f)
     with pytest.raises(DataError, match="no such pickle"):
         safe_load(tmp_path / "missing.pkl")
+
+
+# hand-made pickles (protocol 0 opcodes): a few bytes that ask for object arrays or huge allocations
+_R = b"cnumpy.core.multiarray\n_reconstruct\n"
+_ND = b"cnumpy\nndarray\n"
+
+
+def _tup(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def _int(n: int) -> bytes:
+    return b"I" + str(n).encode() + b"\n"
+
+
+def _str(x: str) -> bytes:
+    return b"S'" + x.encode() + b"'\n"
+
+
+@pytest.mark.parametrize("data, msg", [
+    (_R + _tup(_ND, _tup(_int(2), _int(2)), _str("O")) + b"R.", "object array"),
+    (_ND + _tup(_tup(_int(3),), _str("O")) + b"R.", "object array"),
+    (_R + _tup(_ND, _tup(_int(100_000), _int(100_000)), _str("f8")) + b"R.",
+     r"10,000,000,000 elements, above the limit of 100,000,000"),
+    (_ND + _tup(_tup(_int(100_000), _int(100_000)), _str("f8")) + b"R.", "above the limit"),
+    (_R + _tup(_ND, _tup(_int(-1),), _str("f8")) + b"R.", "invalid shape"),
+    (_R + _tup(b"cnumpy\ndtype\n", _tup(_int(1),), _str("f8")) + b"R.", "other than numpy.ndarray"),
+], ids=["reconstruct-O", "ndarray-O", "reconstruct-huge", "ndarray-huge", "negative", "subtype"])
+def test_crafted_pickles_are_refused_before_allocation(tmp_path, data, msg):
+    assert len(data) < 120
+    f = tmp_path / "adj_mx.pkl"
+    f.write_bytes(data)
+    with pytest.raises(DataError, match=msg) as e:
+        safe_load(f)
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(f))
+
+
+@pytest.mark.parametrize("adj", ["hello", ["a", "b"], np.array([["x", "y"], ["z", "w"]]), [[1, 2], [3]], {"a": 1}])
+def test_adjacency_that_is_not_numbers(tmp_path, adj):
+    from stmgt.data.loaders.metr import read_adj_pickle
+
+    f = tmp_path / "adj_mx.pkl"
+    f.write_bytes(pickle.dumps([["a", "b"], {"a": 0, "b": 1}, adj], protocol=2))
+    with pytest.raises(DataError, match=r"adj_mx.pkl: adj_mx must be a numeric square matrix") as e:
+        read_adj_pickle(f)
+    assert "\n" not in str(e.value) and "np." not in str(e.value)

@@ -29,7 +29,8 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from stmgt.data.loaders.city import OBS_FILES, load_city
+from stmgt.data.loaders import city as _city
+from stmgt.data.loaders.city import OBS_FILES, grid_findings, load_city
 from stmgt.data.loaders.hcmc import PARQUET, load_hcmc, run_folders
 from stmgt.data.loaders.i94 import FILE as I94_FILE
 from stmgt.data.loaders.i94 import load_i94
@@ -135,6 +136,11 @@ def load(path: str | Path, format: str | None = None, **options) -> Panel:  # no
     elif not Path(path).exists():
         raise DataError(f"{path}: no such file or folder")
     fn = LOADERS[format]
+    _check_options(fn, format, options)
+    return fn(path, **options)
+
+
+def _check_options(fn: Callable[..., Panel], format: str, options: dict) -> None:  # noqa: A002
     params = inspect.signature(fn).parameters.items()
     accepted = [k for k, v in params if v.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = [k for k in options if k not in accepted]
@@ -143,11 +149,32 @@ def load(path: str | Path, format: str | None = None, **options) -> Panel:  # no
             f"the {format} loader has no option {unknown[0]!r};"
             f" its options are: {', '.join(accepted) or 'none'}"
         )
-    return fn(path, **options)
+
+
+def check(path: str | Path, format: str | None = None, **options) -> tuple[Panel, list[str]]:  # noqa: A002
+    """:func:`load`, plus the findings ``stmgt data check`` prints under the summary.
+
+    The findings are one-line strings: the interval and how it was found, the dates' order, the
+    coverage of the grid and its longest stretch without any reading. Problems that do not stop
+    loading are :class:`~stmgt.errors.StmgtWarning` warnings, raised while loading.
+    """
+    if format is None:
+        format = detect_format(path)
+    if format != "city":
+        panel = load(path, format=format, **options)
+        notes = [f"interval: {panel.interval_minutes:g} min"]
+    else:
+        if not Path(path).exists():
+            raise DataError(f"{path}: no such file or folder")
+        _check_options(load_city, format, options)
+        notes = []
+        panel = _city._load_city(path, notes, **options)
+    return panel, notes + grid_findings(panel)
 
 
 __all__ = [
     "FORMATS",
+    "check",
     "LOADERS",
     "detect_format",
     "load",

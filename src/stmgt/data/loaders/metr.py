@@ -52,7 +52,16 @@ def read_adj_pickle(path: str | Path) -> tuple[list[str], np.ndarray]:
     else:
         got = type(obj).__name__
         raise DataError(f"{path.name}: expected [sensor_ids, sensor_id_to_ind, adj_mx], got {got}")
-    adj = np.asarray(adj, dtype=np.float64)
+    if isinstance(adj, (str, bytes)) or (isinstance(adj, np.ndarray) and adj.dtype.kind not in "biuf"):
+        got = f"{type(adj).__name__}" + (f" of {adj.dtype}" if isinstance(adj, np.ndarray) else "")
+        raise DataError(f"{path.name}: adj_mx must be a numeric square matrix, got {got}")
+    try:
+        with np.errstate(all="ignore"):
+            adj = np.asarray(adj, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(
+            f"{path.name}: adj_mx must be a numeric square matrix, got a {type(adj).__name__} that is not one"
+        ) from None
     if adj.ndim != 2 or adj.shape[0] != adj.shape[1]:
         raise DataError(f"{path.name}: adjacency must be a square matrix, got shape {adj.shape}")
     ids = [str(i) for i in range(adj.shape[0])] if ids is None else [str(i).strip() for i in ids]

@@ -14,7 +14,10 @@ numpy array needs to be rebuilt and refuses every other one with a one-line
   latin-1 codec (any other codec is refused).
 
 Lists, dicts, strings, numbers and tuples need no global and load as usual. Object arrays are
-refused (``allow_pickle``-style), so nothing but plain data comes out.
+refused (``allow_pickle``-style) however they are asked for (a ``numpy.dtype('O')`` global, or the
+``'O'`` type code given straight to ``_reconstruct`` or ``ndarray``), so nothing but plain data comes
+out. An array may hold at most :data:`MAX_ELEMENTS` elements (a 10,000 x 10,000 adjacency); the
+shape is checked before anything is allocated, so a tiny pickle cannot ask for gigabytes.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
     from numpy.core import numeric as _numeric  # type: ignore[no-redef]
 
+#: The most elements an array in a pickle may have (checked before allocation).
+MAX_ELEMENTS = 100_000_000
+
 _LATIN1 = {"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1"}
 
 
@@ -47,10 +53,48 @@ def _latin1_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") ->
 
 
 def _dtype(*args: Any) -> np.dtype:
-    dt = np.dtype(*args)
+    try:
+        dt = np.dtype(*args)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"pickle asks for an invalid numpy dtype ({type(e).__name__})") from None
     if dt.hasobject:
         raise DataError("pickle contains an object array; only numeric arrays are allowed")
     return dt
+
+
+def _checked(shape: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """A plain shape within :data:`MAX_ELEMENTS` and a non-object dtype, or a DataError."""
+    dt = dtype if isinstance(dtype, np.dtype) else _dtype(dtype)
+    if dt.hasobject:
+        raise DataError("pickle contains an object array; only numeric arrays are allowed")
+    dims = shape if isinstance(shape, tuple | list) else (shape,)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise DataError(f"pickle asks for an array of invalid shape {dims!r}")
+    n = 1
+    for d in dims:
+        n *= d
+    if n > MAX_ELEMENTS:
+        raise DataError(
+            f"pickle asks for an array of {n:,} elements, above the limit of {MAX_ELEMENTS:,}; it is not an"
+            " adjacency matrix stmgt can use"
+        )
+    return tuple(dims), dt
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """``numpy...multiarray._reconstruct`` for plain ndarrays of a bounded size and a numeric dtype."""
+    if subtype is not _ndarray:
+        raise DataError("pickle rebuilds an array of a type other than numpy.ndarray; only plain arrays are allowed")
+    _checked(shape, dtype)
+    return _multiarray._reconstruct(np.ndarray, shape, dtype)
+
+
+def _ndarray(shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> np.ndarray:
+    """``numpy.ndarray(shape, dtype)`` checked like :func:`_reconstruct` (no buffer arguments)."""
+    if args or kwargs:
+        raise DataError("pickle calls numpy.ndarray with a buffer; only plain arrays are allowed")
+    dims, dt = _checked(shape, dtype)
+    return np.ndarray(dims, dt)
 
 
 def _scalar(dtype: np.dtype, *args: Any) -> Any:
@@ -60,19 +104,18 @@ def _scalar(dtype: np.dtype, *args: Any) -> Any:
 
 
 def _frombuffer(buf: Any, dtype: np.dtype, shape: Any, order: str) -> np.ndarray:
-    if np.dtype(dtype).hasobject:
-        raise DataError("pickle contains an object array; only numeric arrays are allowed")
+    _checked(shape, dtype)
     return _numeric._frombuffer(buf, dtype, shape, order)
 
 
 #: ``(module, name)`` pairs the unpickler resolves, and what they resolve to.
 ALLOWED: dict[tuple[str, str], Any] = {}
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    ALLOWED[(_mod, "_reconstruct")] = _multiarray._reconstruct
+    ALLOWED[(_mod, "_reconstruct")] = _reconstruct
     ALLOWED[(_mod, "scalar")] = _scalar
 for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
     ALLOWED[(_mod, "_frombuffer")] = _frombuffer  # protocol-5 arrays
-ALLOWED[("numpy", "ndarray")] = np.ndarray
+ALLOWED[("numpy", "ndarray")] = _ndarray  # also the subtype argument of _reconstruct
 ALLOWED[("numpy", "dtype")] = _dtype
 ALLOWED[("_codecs", "encode")] = _latin1_encode
 
@@ -109,7 +152,9 @@ def safe_load(path: str | Path | bytes, *, encoding: str = "latin1") -> Any:
     up.source = label
     try:
         return up.load()
-    except DataError:
-        raise
+    except DataError as e:
+        if str(e).startswith(label):
+            raise
+        raise DataError(f"{label}: {e}") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
         raise DataError(f"{label}: not a readable pickle ({type(e).__name__}: {e})") from None
