@@ -16,6 +16,8 @@ silently when:
 * a ``node_id`` is not a node of the run, or a required column or covariate is missing;
 * the latest timestamp lies more than ``history`` steps after the end of the run's data
   (unless ``allow_gap``: a deployment forecasting long after training passes it);
+* a reading (or covariate) lies further than 1000 x max(training std, |training mean|, 1) from
+  the training mean (wrong units, a typing mistake; such values would overflow or be masked);
 * the file is empty or has a header but no rows.
 
 Output: one row per (horizon step, node): ``issued_at`` (last observed step),
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stmgt.data.loaders.city import _ids, _numeric, _read_table, _timestamps
+from stmgt.data.loaders.city import _ids, _numeric, _read_table, _timestamps, _where
 from stmgt.data.panel import Panel
 from stmgt.data.windows import Batch, PanelTensors
 from stmgt.errors import ConfigError, DataError
@@ -45,6 +47,7 @@ from stmgt.run import Run
 
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
 MIN_COVERAGE = 0.5
+MAX_Z = 1000  # readings further than MAX_Z * max(std, |mean|, 1) from the training mean are refused
 OUTPUT_FORMATS = (".csv", ".parquet", ".pq", ".json")
 RUN_FILES = {"config.yaml", "data.json", "versions.json", "training.json", "calibration.json", "metrics.json",
              "history.csv", "graph.npz", "model.safetensors"}
@@ -69,6 +72,23 @@ def _duration(td: pd.Timedelta) -> str:
     if minutes >= 120:
         return f"{minutes / 60:.0f} h"
     return f"{minutes:g} min"
+
+
+def _check_range(v: np.ndarray, column: str, scaler: dict | None, channel: int, file: str) -> None:
+    """Refuse a reading further than :data:`MAX_Z` times the larger of the training standard deviation,
+    the training mean's magnitude and 1 from the training mean (a unit or typing mistake the model would
+    otherwise turn into a confident forecast, or an overflow that would be masked silently)."""
+    if not scaler:
+        return
+    mean, std = scaler["mean"][channel], scaler["std"][channel]
+    scale = max(std, abs(mean), 1.0)  # a near-constant training series (dry weeks: rain 0) is no yardstick
+    with np.errstate(over="ignore", invalid="ignore"):
+        far = np.abs(v - mean) > MAX_Z * scale
+    if far.any():
+        i = int(np.argmax(far))
+        raise DataError(f"{_where(file, i)}: {column} {v[i]:g} is far outside the training data (mean {mean:.4g},"
+                        f" std {std:.4g}; at most {MAX_Z} x {scale:.4g} away is accepted); check the units or"
+                        " leave the cell empty")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -118,6 +138,9 @@ def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERA
         raise DataError(f"{path}: the model was trained with covariates {', '.join(names)}; column(s)"
                         f" {', '.join(missing)} missing; add them (same names and units as in training)")
     cov_cols = {n: _numeric(df[n], name, n, allow_missing=True) for n in names}
+    _check_range(values, "value", meta["scaler"], 0, name)
+    for j, n in enumerate(names):
+        _check_range(cov_cols[n], n, meta["cov_scaler"], j, name)
 
     # the run's grid: its start plus whole intervals; a reading goes to the step at or before it
     step = pd.Timedelta(minutes=meta["interval_minutes"])
