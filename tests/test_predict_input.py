@@ -117,7 +117,7 @@ def test_a_stray_future_row_is_refused(city, capsys):
     bad = pd.concat([df, stray])
     rc, err, out = _predict(d, bad, capsys=capsys)
     line = _one_error(err)
-    assert rc == 2 and "the latest reading, 2030-01-01 00:00:00, is 6 years after the end of this run's data" in line
+    assert rc == 2 and "the latest timestamp, 2030-01-01 00:00:00, is 6 years after the end of this run's data" in line
     assert "--allow-gap" in line and not out.exists()
     rc, err, _ = _predict(d, bad, "--allow-gap", capsys=capsys)  # then coverage catches the stray row
     line = _one_error(err)

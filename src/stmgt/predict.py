@@ -141,6 +141,9 @@ def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERA
     _check_range(values, "value", meta["scaler"], 0, name)
     for j, n in enumerate(names):
         _check_range(cov_cols[n], n, meta["cov_scaler"], j, name)
+        if not np.isfinite(cov_cols[n]).any():
+            raise DataError(f"{path}: covariate column {n!r} has no value; fill it in (the model was trained"
+                            " with it)")
 
     # the run's grid: its start plus whole intervals; a reading goes to the step at or before it
     step = pd.Timedelta(minutes=meta["interval_minutes"])
@@ -153,7 +156,7 @@ def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERA
         data_end = int(meta["num_steps"]) - 1
         if end - data_end > T:
             data_end_time = origin + step * data_end
-            raise DataError(f"{path}: the latest reading, {end_time}, is {_duration(end_time - data_end_time)}"
+            raise DataError(f"{path}: the latest timestamp, {end_time}, is {_duration(end_time - data_end_time)}"
                             f" after the end of this run's data ({data_end_time}), more than the {T}-step"
                             f" history; check the timestamps, or pass --allow-gap to forecast that long after"
                             f" training")
@@ -207,9 +210,6 @@ def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERA
         for j, n in enumerate(names):
             v = cov_cols[n]
             good = np.isfinite(v)
-            if not good.any():
-                raise DataError(f"{path}: covariate column {n!r} has no value; fill it in (the model was"
-                                " trained with it)")
             per = pd.Series(v[good]).groupby(pos[good]).mean().sort_index()
             out[:, j] = per.reindex(steps, method="ffill").to_numpy()
             out[:, j] = pd.Series(out[:, j]).bfill().fillna(per.iloc[0]).to_numpy()
