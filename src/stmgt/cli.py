@@ -104,9 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="forecast from a file of recent observations")
     p.add_argument("run_dir")
-    p.add_argument("--input", required=True, help="CSV/parquet: timestamp,node_id,value[,covariates]")
-    p.add_argument("--output", required=True, help="CSV or parquet (by extension) of means and quantiles")
+    p.add_argument("--input", required=True, help="CSV/parquet: timestamp,node_id,value[,covariates]; the window"
+                   " is the run's history steps ending at its latest timestamp")
+    p.add_argument("--output", required=True, help=".csv, .parquet or .json (records), by extension: means and"
+                   " quantiles per step and node; written atomically, never over --input")
     p.add_argument("--stream", action="store_true", help="feed the steps one at a time (STMamba)")
+    p.add_argument("--min-coverage", type=float, default=0.5, metavar="FRACTION",
+                   help="refuse input where fewer than this fraction of the window's (step, node) cells hold a"
+                        " reading (default 0.5)")
+    p.add_argument("--allow-missing-nodes", action="store_true",
+                   help="forecast nodes that have no reading in the window (named in a warning) instead of refusing")
+    p.add_argument("--allow-gap", action="store_true",
+                   help="accept a latest timestamp more than the history after the end of the run's data")
 
     k = sub.add_parser("calibrate", help="fit a per-step spread correction on the validation split")
     k.add_argument("run_dir")
@@ -210,7 +219,9 @@ def _cmd_evaluate(a) -> int:
 def _cmd_predict(a) -> int:
     from stmgt.predict import predict_file
 
-    out = predict_file(a.run_dir, a.input, a.output, stream=a.stream)
+    out = predict_file(a.run_dir, a.input, a.output, stream=a.stream, min_coverage=a.min_coverage,
+                       allow_missing_nodes=a.allow_missing_nodes, allow_gap=a.allow_gap,
+                       warn=lambda m: print(f"stmgt: warning: {m}", file=sys.stderr))
     print(f"wrote {out}")
     return 0
 

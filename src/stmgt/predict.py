@@ -1,79 +1,222 @@
 """Forecast from a file of recent observations with a trained run.
 
 Input: CSV or parquet in long format ``timestamp, node_id, value`` (optional covariate
-columns named as at training, e.g. ``temperature, wind_speed, precipitation``), covering at
-least the model's history at the run's interval. The last ``history`` steps are used; missing
-(step, node) readings are masked, as in training.
+columns named as at training, e.g. ``temperature, wind_speed, precipitation``), covering the
+model's history at the run's interval. The window is the ``history`` steps ending at the
+input's latest timestamp; each reading goes to the run's grid step at or before it (the grid
+of the training data: its start plus whole intervals), several readings of one node in one
+step are averaged, and missing (step, node) readings are masked, as in training.
+
+The input is refused (one-line :class:`~stmgt.errors.DataError`) rather than forecast from
+silently when:
+
+* fewer than ``min_coverage`` (default 0.5) of the window's (step, node) cells hold a reading;
+* a node of the run has no reading in the window (unless ``allow_missing_nodes``: then it
+  is named in a warning and forecast from its neighbours and the calendar);
+* a ``node_id`` is not a node of the run, or a required column or covariate is missing;
+* the latest timestamp lies more than ``history`` steps after the end of the run's data
+  (unless ``allow_gap``: a deployment forecasting long after training passes it);
+* a reading (or covariate) lies further than 1000 x max(training std, |training mean|, 1) from
+  the training mean (wrong units, a typing mistake; such values would overflow or be masked);
+* the file is empty or has a header but no rows.
 
 Output: one row per (horizon step, node): ``issued_at`` (last observed step),
 ``timestamp`` (the step forecast), ``step``, ``node_id``, ``mean``, ``std``, ``q05``, ``q10``,
-``q50``, ``q90``, ``q95`` in the data's units. CSV or parquet by the output's extension.
+``q50``, ``q90``, ``q95`` in the data's units. By the output's extension: ``.csv``,
+``.parquet`` (or ``.pq``) or ``.json`` (a list of records, one object per row, times in ISO
+8601). The file is written atomically (a temporary file in the same folder, then renamed), is
+never the input file, and is never half-written.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from stmgt.data.loaders.city import _numeric, _read_table, _timestamps
+from stmgt.data.loaders.city import _ids, _numeric, _read_table, _timestamps, _where
 from stmgt.data.panel import Panel
 from stmgt.data.windows import Batch, PanelTensors
-from stmgt.errors import DataError
+from stmgt.errors import ConfigError, DataError
 from stmgt.run import Run
 
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
+MIN_COVERAGE = 0.5
+MAX_Z = 1000  # readings further than MAX_Z * max(std, |mean|, 1) from the training mean are refused
+OUTPUT_FORMATS = (".csv", ".parquet", ".pq", ".json")
+RUN_FILES = {"config.yaml", "data.json", "versions.json", "training.json", "calibration.json", "metrics.json",
+             "history.csv", "graph.npz", "model.safetensors"}
+
+
+class InputWarning(UserWarning):
+    """Forecast made, but from incomplete input (e.g. nodes without a reading, allowed by the caller)."""
+
+
+def _listing(names: list[str], k: int = 3) -> str:
+    """``'a', 'b', 'c' and 4 more``."""
+    shown = ", ".join(repr(n) for n in names[:k])
+    return shown + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _duration(td: pd.Timedelta) -> str:
+    minutes = td.total_seconds() / 60
+    if minutes >= 2 * 365 * 1440:
+        return f"{minutes / (365.25 * 1440):.0f} years"
+    if minutes >= 2 * 1440:
+        return f"{minutes / 1440:.0f} days"
+    if minutes >= 120:
+        return f"{minutes / 60:.0f} h"
+    return f"{minutes:g} min"
+
+
+def _check_range(v: np.ndarray, column: str, scaler: dict | None, channel: int, file: str) -> None:
+    """Refuse a reading further than :data:`MAX_Z` times the larger of the training standard deviation,
+    the training mean's magnitude and 1 from the training mean (a unit or typing mistake the model would
+    otherwise turn into a confident forecast, or an overflow that would be masked silently)."""
+    if not scaler:
+        return
+    mean, std = scaler["mean"][channel], scaler["std"][channel]
+    scale = max(std, abs(mean), 1.0)  # a near-constant training series (dry weeks: rain 0) is no yardstick
+    with np.errstate(over="ignore", invalid="ignore"):
+        far = np.abs(v - mean) > MAX_Z * scale
+    if far.any():
+        i = int(np.argmax(far))
+        raise DataError(f"{_where(file, i)}: {column} {v[i]:g} is far outside the training data (mean {mean:.4g},"
+                        f" std {std:.4g}; at most {MAX_Z} x {scale:.4g} away is accepted); check the units or"
+                        " leave the cell empty")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV or parquet file, with the same one-line errors as the your-own-city loader."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder; give the CSV or parquet file of recent observations")
     if not p.is_file():
         raise DataError(f"{p}: file not found")
     return _read_table(p, text_columns=("node_id",))
 
 
-def recent_panel(run: Run, path: str | Path) -> Panel:
-    """The observations in ``path`` on the run's nodes and interval, as a panel (graph from the run)."""
+def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERAGE,
+                 allow_missing_nodes: bool = False, allow_gap: bool = False,
+                 warn: Callable[[str], None] | None = None) -> Panel:
+    """The observations in ``path`` on the run's nodes and grid, as a panel of exactly ``history``
+    steps ending at the input's latest timestamp (graph from the run). See the module docstring
+    for what is refused; ``warn`` receives the one-line notes of a forecast from incomplete input
+    (default: :class:`InputWarning`)."""
+    if not 0 <= min_coverage <= 1:
+        raise ConfigError(f"--min-coverage {min_coverage:g}: give a fraction between 0 and 1"
+                          f" (default {MIN_COVERAGE})")
     meta = run.meta()
+    T = meta["history"]
     df = read_table(path)
     need = {"timestamp", "node_id", "value"}
     if not need <= set(df.columns):
         raise DataError(f"{path}: needs columns timestamp,node_id,value; found {','.join(map(str, df.columns))}")
+    if len(df) == 0:
+        raise DataError(f"{path}: has a header but no rows; add the latest readings (timestamp,node_id,value),"
+                        f" at least the last {T} steps of every node")
+    df = df.reset_index(drop=True)
     name = Path(path).name
-    ts = _timestamps(df["timestamp"], name)
-    values = pd.Series(_numeric(df["value"], name, "value", allow_missing=True))
+    nid = _ids(df["node_id"], name, "node_id")
     node_ids = [str(n) for n in meta["node_ids"]]
-    known = set(node_ids)
-    unknown = sorted(set(df["node_id"].astype(str)) - known)
+    index = {n: i for i, n in enumerate(node_ids)}
+    unknown = list(dict.fromkeys(n for n in nid if n not in index))
     if unknown:
-        raise DataError(f"{path}: node_id {unknown[0]!r} is not a node of this run ({len(unknown)} unknown);"
-                        " use the node ids the model was trained on")
-    step = pd.Timedelta(minutes=meta["interval_minutes"])
-    end = ts.max().floor(step)
-    grid = pd.date_range(end=end, periods=meta["history"], freq=step)
-    frame = pd.DataFrame({"t": ts.dt.floor(step), "node": df["node_id"].astype(str), "v": values})
-    wide = frame.pivot_table(index="t", columns="node", values="v", aggfunc="mean").reindex(index=grid,
-                                                                                          columns=node_ids)
-    if wide.notna().sum().sum() == 0:
-        raise DataError(f"{path}: no observations in the last {meta['history']} steps before {end}")
-    cov = None
+        raise DataError(f"{path}: node_id {_listing(unknown)} {'is' if len(unknown) == 1 else 'are'} not"
+                        f" {'a node' if len(unknown) == 1 else 'nodes'} of this run ({len(unknown)} unknown);"
+                        f" use the node ids the model was trained on (e.g. {node_ids[0]!r})")
+    ts = _timestamps(df["timestamp"], name)
+    values = _numeric(df["value"], name, "value", allow_missing=True)
     names = meta["covariate_names"]
+    missing = [c for c in names if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: the model was trained with covariates {', '.join(names)}; column(s)"
+                        f" {', '.join(missing)} missing; add them (same names and units as in training)")
+    cov_cols = {n: _numeric(df[n], name, n, allow_missing=True) for n in names}
+    _check_range(values, "value", meta["scaler"], 0, name)
+    for j, n in enumerate(names):
+        _check_range(cov_cols[n], n, meta["cov_scaler"], j, name)
+        if not np.isfinite(cov_cols[n]).any():
+            raise DataError(f"{path}: covariate column {n!r} has no value; fill it in (the model was trained"
+                            " with it)")
+
+    # the run's grid: its start plus whole intervals; a reading goes to the step at or before it
+    step = pd.Timedelta(minutes=meta["interval_minutes"])
+    origin = pd.Timestamp(meta.get("start", "1970-01-01"))
+    pos = (ts - origin) // step  # int64 step numbers on the run's grid
+    pos = pos.to_numpy(np.int64)
+    end = int(pos.max())
+    end_time = origin + step * end
+    if not allow_gap and "num_steps" in meta:
+        data_end = int(meta["num_steps"]) - 1
+        if end - data_end > T:
+            data_end_time = origin + step * data_end
+            raise DataError(f"{path}: the latest timestamp, {end_time}, is {_duration(end_time - data_end_time)}"
+                            f" after the end of this run's data ({data_end_time}), more than the {T}-step"
+                            f" history; check the timestamps, or pass --allow-gap to forecast that long after"
+                            f" training")
+
+    # the window: the T steps ending at the latest one
+    first = end - T + 1
+    inside = pos >= first
+    ok = inside & np.isfinite(values)
+    col = nid.map(index).to_numpy(np.int64)
+    total, count = np.zeros((T, len(node_ids))), np.zeros((T, len(node_ids)))
+    np.add.at(total, (pos[ok] - first, col[ok]), values[ok])
+    np.add.at(count, (pos[ok] - first, col[ok]), 1)
+    seen = count > 0
+    grid = pd.date_range(end=end_time, periods=T, freq=step)
+    cells, observed = seen.size, int(seen.sum())
+    coverage = observed / cells
+    if observed == 0 or coverage < min_coverage:
+        stray = ""
+        before = pos[pos < end]
+        if before.size and end - int(before.max()) > T // 2:
+            prev = origin + step * int(before.max())
+            stray = (f" (its latest timestamp, {end_time}, is {_duration(end_time - prev)} after the one before it,"
+                     f" {prev}: a stray row?)")
+        pct = f"{np.floor(coverage * 1000) / 10:g}%"  # rounded down: never shows the threshold itself
+        what = "no reading" if observed == 0 else (f"only {pct} of its (step, node) cells observed"
+                                                   f" ({observed} of {cells}; {int(seen.any(1).sum())} of {T}"
+                                                   f" steps have a reading), below --min-coverage"
+                                                   f" {min_coverage:g}")
+        raise DataError(f"{path}: the {T}-step window up to {end_time} has {what}{stray}; give the latest {T}"
+                        f" steps ({_duration(step * T)}) of every node"
+                        + ("" if observed == 0 else ", or lower --min-coverage"))
+    absent = [node_ids[i] for i in np.flatnonzero(~seen.any(0))]
+    if absent:
+        msg = (f"{path}: {len(absent)} of {len(node_ids)} nodes have no reading in the {T}-step window up to"
+               f" {end_time}: {_listing(absent)}")
+        if not allow_missing_nodes:
+            raise DataError(msg + "; add their readings, or pass --allow-missing-nodes to forecast them from"
+                                  " their neighbours and the calendar")
+        note = msg + "; forecast from their neighbours and the calendar"
+        if warn is None:
+            warnings.warn(note, InputWarning, stacklevel=2)
+        else:
+            warn(note)
+    values_tn = np.where(seen, total / np.maximum(count, 1), np.nan)
+
+    cov = None
     if names:
-        missing = [c for c in names if c not in df.columns]
-        if missing:
-            raise DataError(f"{path}: the model was trained with covariates {names}; column {missing[0]!r} is missing")
-        c = pd.DataFrame({"t": ts.dt.floor(step), **{n: _numeric(df[n], name, n, allow_missing=True) for n in names}})
-        cov = c.groupby("t").mean().reindex(grid).ffill().bfill()
-        if cov.isna().any().any():
-            raise DataError(f"{path}: covariates have no value in the last {meta['history']} steps")
-        cov = cov.to_numpy(np.float32)
+        # each covariate at each window step: the latest value at or before it, else the first one after
+        steps = np.arange(first, end + 1)
+        out = np.full((T, len(names)), np.nan)
+        for j, n in enumerate(names):
+            v = cov_cols[n]
+            good = np.isfinite(v)
+            per = pd.Series(v[good]).groupby(pos[good]).mean().sort_index()
+            out[:, j] = per.reindex(steps, method="ffill").to_numpy()
+            out[:, j] = pd.Series(out[:, j]).bfill().fillna(per.iloc[0]).to_numpy()
+        cov = out.astype(np.float32)
     ei, ew = run.graph()
-    return Panel(values=wide.to_numpy(np.float32), timestamps=grid.to_numpy(), edge_index=ei, edge_weight=ew,
-                 node_ids=node_ids, covariates=cov, covariate_names=names, name=Path(path).name,
-                 units=meta["units"])
+    return Panel(values=values_tn.astype(np.float32), timestamps=grid.to_numpy(), edge_index=ei, edge_weight=ew,
+                 node_ids=node_ids, covariates=cov, covariate_names=names, name=name, units=meta["units"])
 
 
 def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame:
@@ -125,23 +268,59 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame
     return out
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+def check_output(path: str | Path, input_path: str | Path | None = None, run_dir: str | Path | None = None) -> Path:
+    """Refuse an output path before any work: an unsupported extension, an existing folder, the input
+    file itself, or a file of the run folder."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    if p.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False, float_format="%.4f")
-    tmp.replace(p)
+    if p.is_dir():
+        raise ConfigError(f"--output {p}: is a folder; give a file name, e.g. {p / 'forecast.csv'}")
+    if p.suffix.lower() not in OUTPUT_FORMATS:
+        what = f"extension {p.suffix!r} is not supported" if p.suffix else "has no extension"
+        raise ConfigError(f"--output {p}: {what}; name it .csv, .parquet or .json (the extension sets the format)")
+    if input_path is not None and p.exists() and Path(input_path).exists() and os.path.samefile(p, input_path):
+        raise ConfigError(f"--output {p}: is the input file; write the forecast to another file")
+    if run_dir is not None and p.name in RUN_FILES and p.parent.resolve() == Path(run_dir).resolve():
+        raise ConfigError(f"--output {p}: is a file of the run folder; write the forecast to another file")
     return p
 
 
-def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path, stream: bool = False) -> Path:
-    """Read ``input_path``, forecast with the run in ``run_dir`` and write ``output_path``."""
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` as CSV, parquet or JSON records (by extension) atomically: a temporary file in
+    the same folder, renamed over ``path`` once complete (removed on any failure)."""
+    p = check_output(path)
+    ext = p.suffix.lower()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{p}: cannot create its folder ({e.strerror or e}); choose another --output") from None
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        if ext in (".parquet", ".pq"):
+            df.to_parquet(tmp, index=False)
+        elif ext == ".json":
+            df.to_json(tmp, orient="records", date_format="iso", date_unit="s", double_precision=6)
+        else:
+            df.to_csv(tmp, index=False, float_format="%.4f")
+        os.replace(tmp, p)
+    except OSError as e:
+        raise DataError(f"{p}: cannot write ({e.strerror or e}); choose another --output") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path, stream: bool = False, *,
+                 min_coverage: float = MIN_COVERAGE, allow_missing_nodes: bool = False, allow_gap: bool = False,
+                 warn: Callable[[str], None] | None = None) -> Path:
+    """Read ``input_path``, forecast with the run in ``run_dir`` and write ``output_path``
+    (see the module docstring for what is refused and the output formats)."""
     run = Run(run_dir)
     run.meta()  # a clear error for a missing run before reading the input
-    return write_table(forecast_table(run, recent_panel(run, input_path), stream=stream), output_path)
+    check_output(output_path, input_path, run_dir)
+    panel = recent_panel(run, input_path, min_coverage=min_coverage, allow_missing_nodes=allow_missing_nodes,
+                         allow_gap=allow_gap, warn=warn)
+    return write_table(forecast_table(run, panel, stream=stream), output_path)
 
 
 def write_recent_observations(run: Run, panel: Panel, path: str | Path, steps: int | None = None) -> Path:
