@@ -212,8 +212,9 @@ class Run:
             # settings added to stmgt since training keep their defaults: only the recorded ones count
             diffs = [f"{k}: {was[k]!r} -> {cur[k]!r}" for k in was if k in cur and cur[k] != was[k]]
             if diffs:
-                section = "model section" if all(d.startswith("model.") for d in diffs) else "model settings"
-                raise RunError(f"{self.dir / 'config.yaml'}'s {section} was edited after training"
+                what = ("model section was" if all(d.startswith("model.") for d in diffs)
+                        else "model settings (model section, data.history, data.horizon) were")
+                raise RunError(f"{self.dir / 'config.yaml'}'s {what} edited after training"
                                f" ({'; '.join(diffs[:3])}); the weights were trained with the old values:"
                                f" put them back, or {retrain}")
 
