@@ -197,3 +197,49 @@ def test_calibration_is_written_whole_and_a_damaged_one_is_refused(lv_run, capsy
     (lv_run / "calibration.json").write_text('{"factors": [1, ')
     code, err = _evaluate(lv_run, capsys)
     assert code == 2 and "calibration.json: unreadable" in err
+
+
+@pytest.mark.slow
+def test_a_killed_retraining_leaves_the_old_run_whole(tmp_path, capsys):
+    """SIGKILL a re-training of an existing run once its partial folder holds a checkpoint: the run
+    folder still evaluates the old run with the old numbers, and the partial folder is refused."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import stmgt
+
+    _synth(tmp_path, nodes=5, days=2)
+    (tmp_path / "c.yaml").write_text("model: {name: gru, hidden: 8}\ntrain: {max_epochs: 1, progress: false,"
+                                     " batch_size: 64, num_threads: 1, limit_train_batches: 3}\n")
+    base = ["train", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "city")]
+    run = tmp_path / "run"
+    assert main(base + ["--out", str(run)]) == 0
+    code, old = _evaluate(run, capsys)
+    assert code == 0
+    # the same data with another width: mixing its setup files with the old weights would not even load
+    (tmp_path / "long.yaml").write_text("model: {name: gru, hidden: 12}\ntrain: {max_epochs: 1000, patience: 1000,"
+                                        " progress: false, batch_size: 64, num_threads: 1}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(stmgt.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stmgt", "train", "--config", str(tmp_path / "long.yaml"),
+                             "--data", str(tmp_path / "city"), "--out", str(run), "--overwrite"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / f"run.partial-{proc.pid}"
+    try:
+        deadline = time.time() + 300
+        while not (partial / "checkpoints" / "last.ckpt").exists():
+            assert proc.poll() is None and time.time() < deadline, "the re-training ended or never checkpointed"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (partial / "config.yaml").exists() and not (partial / "model.safetensors").exists()
+    code, again = _evaluate(run, capsys)
+    assert code == 0 and json.dumps(again["mae"]) == json.dumps(old["mae"])
+    assert Run(run).config().model.hidden == 8
+    code, err = _evaluate(partial, capsys)
+    assert code == 2 and "an unfinished training" in err
