@@ -190,6 +190,12 @@ def test_resumed_checkpoint_keeps_the_best_so_far_of_the_run_it_continues(tmp_pa
     assert cb.best_model_path == str(new / "best.ckpt") and float(cb.best_model_score) == 3.5
     assert (new / "best.ckpt").read_bytes() == b"best" and cb.best_k_models == {str(new / "best.ckpt"): 3.5}
     assert (old / "best.ckpt").read_bytes() == b"best"  # copied, not moved or linked
+    # a run resumed in the process that trained it: the recorded folder has the new folder's name
+    (new / "best.ckpt").unlink()
+    cb2 = RunCheckpoint(dirpath=new, filename="best", monitor="val_mae", mode="min", save_last=True, source=old)
+    cb2.load_state_dict({"monitor": "val_mae", "best_model_score": torch.tensor(3.5), "dirpath": str(new),
+                         "best_model_path": str(new / "best.ckpt"), "last_model_path": str(new / "last.ckpt")})
+    assert (new / "best.ckpt").read_bytes() == b"best" and float(cb2.best_model_score) == 3.5
 
 
 @pytest.mark.slow

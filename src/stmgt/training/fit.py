@@ -89,7 +89,7 @@ class RunCheckpoint(ModelCheckpoint):
         return str(dst)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if self.source is not None and state_dict.get("dirpath") not in (None, self.dirpath):
+        if self.source is not None:  # even where the recorded folder has this one's name (same process id)
             state = dict(state_dict, dirpath=self.dirpath)
             state["best_k_models"] = {m: v for k, v in (state.get("best_k_models") or {}).items()
                                       if (m := self._moved(k))}
