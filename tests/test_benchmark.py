@@ -79,3 +79,23 @@ def test_bench_reports_both_precisions_with_their_peak(capsys):
     assert [r["precision"] for r in rows] == ["32", "bf16-mixed"]
     for r in rows:
         assert r["peak_gflops"] > 0 and abs(r["fraction_of_peak"] - r["achieved_gflops"] / r["peak_gflops"]) < 1e-3
+
+
+def test_benchmark_retrains_a_seed_whose_result_was_not_recorded(tmp_path):
+    """A seed that crashed after its run folder was written (before its result) is trained again over
+    that folder; the lock lives beside the run folder, which training replaces as a unit."""
+    from stmgt.benchmark import _claim
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {synthetic: {nodes: 4, days: 2}}\ntrain: {num_threads: 1}\n")
+    argv = ["benchmark", "--models", "last_value", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path),
+            "--name", "re"]
+    assert main(argv) == 0
+    (tmp_path / "re.json").write_text(json.dumps({"runs": {}}))  # its result lost
+    assert main(argv) == 0
+    assert set(json.loads((tmp_path / "re.json").read_text())["runs"]) == {"last_value/seed0"}
+    run_dir = tmp_path / "runs" / "re" / "last_value" / "seed0"
+    assert not (run_dir / ".running").exists() and (run_dir.parent / "seed0.running").exists()
+    held = _claim(run_dir)
+    assert held is not None and _claim(run_dir) is None  # one holder at a time
+    held.close()

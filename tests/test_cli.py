@@ -90,11 +90,15 @@ def test_resume_continues_training(trained):
 
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "/nonexistent/run"], "no such run folder"),
-    (["train", "--data", "/nonexistent/data", "--out", "/tmp/x"], "/nonexistent/data"),
+    (["train", "--data", "/nonexistent/data", "--out", "run"], "/nonexistent/data"),
     (["predict", "/nonexistent/run", "--input", "a.csv", "--output", "b.csv"], "no such run folder"),
+    (["train", "--resume", "/nonexistent/last.ckpt"], "no checkpoint to resume from"),
+    (["train", "--data", "synthetic"], "stmgt train needs --out RUN_DIR"),
 ])
-def test_user_mistakes_give_one_line_errors(argv, message, capsys):
+def test_user_mistakes_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
+    assert list(tmp_path.iterdir()) == []  # nothing written
     err = capsys.readouterr().err.strip()
     assert err.startswith("stmgt: error:") and message in err and "\n" not in err
 

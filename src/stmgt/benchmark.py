@@ -65,8 +65,9 @@ def _locked(path: Path):
 
 
 def _claim(run_dir: Path):
-    """``run_dir/.running`` locked for this process, or None when another process is training that run."""
-    return _flock(run_dir / ".running", wait=False)
+    """``<run_dir>.running`` (beside the folder, which training replaces as a unit) locked for this
+    process, or None when another process is training that run."""
+    return _flock(run_dir.with_name(run_dir.name + ".running"), wait=False)
 
 
 def _read(path: Path) -> dict:
@@ -171,7 +172,8 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                               shown_as=shown_config)
             t0 = time.perf_counter()
             with claim:
-                run = fit(cfg, run_dir, panel=panel)
+                (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock
+                run = fit(cfg, run_dir, panel=panel, overwrite=True)  # a seed that crashed before its result
                 metrics, _ = forecast_split(run.model(), run.data(panel), "test")
             metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
             metrics["seconds"] = time.perf_counter() - t0  # training and test evaluation

@@ -11,6 +11,7 @@ and applied by ``stmgt evaluate`` and ``stmgt predict``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,17 @@ def spread_calibrator(factors) -> callable:
 
 def stored_calibrator(run_dir: str | Path):
     """The run's stored calibration as ``(dist, batch) -> dist``, or None when it has none."""
+    from stmgt.errors import RunError
+
     p = Path(run_dir) / FILE
-    return spread_calibrator(json.loads(p.read_text())["factors"]) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        factors = [float(f) for f in json.loads(p.read_text())["factors"]]
+    except (ValueError, KeyError, TypeError):
+        raise RunError(f"{p}: unreadable (not the file `stmgt calibrate` writes); delete it or run"
+                       f" `stmgt calibrate {run_dir}` again") from None
+    return spread_calibrator(factors)
 
 
 def apply_stored(run, dist: GaussianMixture) -> GaussianMixture:
@@ -89,5 +99,11 @@ def calibrate_run(run_dir: str | Path, progress: bool = True) -> dict:
     factors = fit_spread_factors(dists, ys, ms)
     out = {"method": "per-step spread factor fitted on validation coverage (80%, 90%)",
            "factors": [float(f) for f in factors]}
-    (Path(run_dir) / FILE).write_text(json.dumps(out, indent=1))
+    path = Path(run_dir) / FILE
+    tmp = path.with_name(f"{FILE}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(out, indent=1))
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    finally:
+        tmp.unlink(missing_ok=True)
     return out

@@ -93,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model into a run folder")
     _add_train_options(t)
-    t.add_argument("--resume", help="continue from a checkpoint (RUN_DIR/checkpoints/last.ckpt)")
-    t.add_argument("--out", required=True, help="run folder to write")
+    t.add_argument("--resume", help="continue the run that holds this checkpoint (RUN_DIR/checkpoints/last.ckpt);"
+                                    " --out and --config default to that run's folder and config.yaml")
+    t.add_argument("--out", help="run folder to write (written as a unit once training completes)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out once the new one is complete")
 
     e = sub.add_parser("evaluate", help="metrics, report and plots of a run on a split")
     e.add_argument("run_dir")
@@ -191,11 +194,20 @@ def _cmd_data(a) -> int:
 
 def _cmd_train(a) -> int:
     from stmgt.config import load_config
-    from stmgt.training.fit import fit
+    from stmgt.training.fit import fit, resume_run_dir
 
-    cfg = load_config(a.config, _overrides(a), _OPTIONS)
+    if a.resume and not Path(a.resume).is_file():
+        raise StmgtError(f"{a.resume}: no checkpoint to resume from (look for RUN_DIR/checkpoints/last.ckpt)")
+    source = resume_run_dir(a.resume) if a.resume else None
+    out = a.out or source
+    if out is None:
+        raise StmgtError("stmgt train needs --out RUN_DIR (the folder to write the run to)"
+                         if not a.resume else f"--resume {a.resume}: not in a RUN_DIR/checkpoints folder; name"
+                         " the run folder to write with --out")
+    config = a.config or (str(source / "config.yaml") if source is not None else None)
+    cfg = load_config(config, _overrides(a), _OPTIONS)
     t0 = time.perf_counter()
-    run = fit(cfg, a.out, resume=a.resume)
+    run = fit(cfg, out, resume=a.resume, overwrite=a.overwrite)
     print(f"trained {cfg.model.name} in {time.perf_counter() - t0:.0f}s -> {run.dir}")
     print(f"next: stmgt evaluate {run.dir}")
     return 0
@@ -282,7 +294,7 @@ def _cmd_demo(a) -> int:
     panel = load_source(cfg.data)
     print(f"[1/4] {panel.summary()}")
     print(f"[2/4] training STMGT for at most {a.max_epochs} epochs -> {out}")
-    run = fit(cfg, out, panel=panel)
+    run = fit(cfg, out, panel=panel, overwrite=True)  # the demo re-runs into its own folder
     print("[3/4] evaluating on the test split (with baselines, plots, report)")
     res = evaluate_run(out, panel=panel, progress=True)
     recent = write_recent_observations(run, panel, out / "recent_observations.csv")

@@ -10,7 +10,16 @@ Layout::
       model.safetensors  weights of the checkpoint chosen on validation
       history.csv        per-epoch train loss, validation MAE and learning rate
       checkpoints/       Lightning checkpoints (``last.ckpt`` for --resume; ``best.ckpt``)
+      training.json      epochs, best epoch, stop reason, time (trained models)
+      manifest.json      sha256 of model.safetensors, data.json, graph.npz and the model settings
       metrics.json, report.md, figures/   written by ``stmgt evaluate``
+      calibration.json   written by ``stmgt calibrate``
+
+A run folder is written as a unit: :func:`~stmgt.training.fit.fit` trains into a sibling
+``RUN_DIR.partial-<pid>`` and renames it into place once the weights, ``training.json`` and
+``manifest.json`` are written, so a folder named ``RUN_DIR`` is always a finished run (a folder left
+as ``*.partial-*`` is a training that was killed). :meth:`Run.model` checks the files against
+``manifest.json``: weights, scalers or model settings changed after training are refused.
 
 Weights are read with ``safetensors`` and checkpoints with ``torch.load(weights_only=True)``:
 nothing in a run folder is unpickled.
@@ -18,6 +27,7 @@ nothing in a run folder is unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
@@ -79,6 +89,49 @@ def data_info(data: PanelData) -> DataInfo:
                     day_classes=training_day_classes(data))
 
 
+MANIFEST = "manifest.json"
+HASHED = ("model.safetensors", "data.json", "graph.npz")
+"""The files whose sha256 ``manifest.json`` records."""
+META_KEYS = ("node_ids", "covariate_names", "in_channels", "history", "horizon", "steps_per_day", "scaler",
+             "cov_scaler", "fingerprint", "interval_minutes")
+"""Keys ``data.json`` must hold (every run folder since the first release writes them)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_settings(cfg: Config) -> dict:
+    """The part of a config the weights depend on: the ``model`` section and ``data.history`` /
+    ``data.horizon`` (not ``data.source``, which may point at moved data, nor ``train``)."""
+    return {"model": cfg.model.model_dump(mode="json"),
+            "data": {"history": cfg.data.history, "horizon": cfg.data.horizon}}
+
+
+def _canonical_sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def is_run_folder(directory: str | Path) -> bool:
+    """Whether ``directory`` looks like a run folder (holds ``config.yaml``), finished or not."""
+    return (Path(directory) / "config.yaml").is_file()
+
+
 class Run:
     """Reads and writes one run folder (see the module docstring)."""
 
@@ -96,6 +149,7 @@ class Run:
         return json.loads(p.read_text()) if p.is_file() else {}
 
     def save_setup(self, cfg: Config, data: PanelData) -> None:
+        """``config.yaml``, ``versions.json``, ``data.json`` and ``graph.npz`` of a run about to train."""
         from stmgt.data.source import fingerprint
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -122,10 +176,47 @@ class Run:
         np.savez(self.dir / "graph.npz", **arrays)
 
     def save_weights(self, model: ForecastModel) -> None:
+        """``model.safetensors``: the model's state dict."""
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(self.dir / "model.safetensors"))
+
+    def save_manifest(self) -> None:
+        """``manifest.json``: sha256 of the weights, ``data.json`` and ``graph.npz``, and the model
+        settings (read back from ``config.yaml``) with their canonical-JSON sha256. Written last."""
+        settings = model_settings(self.config())
+        manifest = {"sha256": {name: sha256_file(self.dir / name) for name in HASHED},
+                    "model_settings": settings, "model_settings_sha256": _canonical_sha(settings)}
+        (self.dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+    def verify(self) -> None:
+        """Check the run's files against ``manifest.json`` (runs written before it existed are not
+        checked); raises a one-line :class:`~stmgt.errors.RunError` naming the file that changed."""
+        p = self.dir / MANIFEST
+        if not p.is_file():
+            return
+        retrain = f"retrain with `stmgt train --overwrite --out {self.dir}`"
+        try:
+            manifest = json.loads(p.read_text())
+            hashes, settings = manifest["sha256"], manifest["model_settings"]
+        except (ValueError, KeyError, TypeError):
+            raise RunError(f"{p}: unreadable (not the manifest `stmgt train` writes); {retrain}") from None
+        for name, digest in hashes.items():
+            if sha256_file(self._need(name)) != digest:
+                raise RunError(f"{self.dir / name} is not the file this run wrote (its sha256 differs from"
+                               f" {MANIFEST}); put the original back or {retrain}")
+        now = model_settings(self.config())
+        if _canonical_sha(now) != manifest.get("model_settings_sha256"):
+            was, cur = _flat(settings), _flat(now)
+            # settings added to stmgt since training keep their defaults: only the recorded ones count
+            diffs = [f"{k}: {was[k]!r} -> {cur[k]!r}" for k in was if k in cur and cur[k] != was[k]]
+            if diffs:
+                what = ("model section was" if all(d.startswith("model.") for d in diffs)
+                        else "model settings (model section, data.history, data.horizon) were")
+                raise RunError(f"{self.dir / 'config.yaml'}'s {what} edited after training"
+                               f" ({'; '.join(diffs[:3])}); the weights were trained with the old values:"
+                               f" put them back, or {retrain}")
 
     # ---------------------------------------------------------------- reading
     def _need(self, name: str) -> Path:
@@ -133,6 +224,9 @@ class Run:
         if not p.exists():
             if not self.dir.is_dir():
                 raise RunError(f"{self.dir}: no such run folder; train one with `stmgt train --out {self.dir}`")
+            if ".partial-" in self.dir.name:
+                raise RunError(f"{self.dir}: an unfinished training (stopped before its weights were written);"
+                               " delete it and use the run folder without .partial-<pid>")
             raise RunError(f"{self.dir}: {name} is missing; is this a finished `stmgt train` run folder?")
         return p
 
@@ -140,11 +234,29 @@ class Run:
         return load_config(self._need("config.yaml"))
 
     def meta(self) -> dict:
-        return json.loads(self._need("data.json").read_text())
+        """``data.json`` (scalers, node ids, sizes), checked to be a JSON object with the keys runs need."""
+        p = self._need("data.json")
+        fix = f"it is written by `stmgt train`: retrain with `stmgt train --overwrite --out {self.dir}`"
+        try:
+            m = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RunError(f"{p}: not valid JSON ({str(e).splitlines()[0]}); {fix}") from None
+        if not isinstance(m, dict):
+            raise RunError(f"{p}: not a JSON object; {fix}")
+        missing = [k for k in META_KEYS if k not in m]
+        if missing:
+            raise RunError(f"{p}: lacks {', '.join(missing)}; {fix}")
+        return m
 
     def graph(self) -> tuple[np.ndarray, np.ndarray | None]:
-        with np.load(self._need("graph.npz"), allow_pickle=False) as z:
-            return z["edge_index"], (z["edge_weight"] if "edge_weight" in z.files else None)
+        """``(edge_index, edge_weight or None)`` from ``graph.npz``."""
+        p = self._need("graph.npz")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return z["edge_index"], (z["edge_weight"] if "edge_weight" in z.files else None)
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise RunError(f"{p}: unreadable ({type(e).__name__}); retrain with"
+                           f" `stmgt train --overwrite --out {self.dir}`") from None
 
     def scalers(self) -> tuple[Scaler, Scaler | None]:
         m = self.meta()
@@ -158,14 +270,27 @@ class Run:
                         day_classes=tuple(m.get("day_classes", range(7))))  # runs before it: seven
 
     def model(self) -> ForecastModel:
-        """The trained model (eval mode) with the weights chosen on validation."""
+        """The trained model (eval mode) with the weights chosen on validation; the files are first
+        checked against ``manifest.json`` (:meth:`verify`)."""
         from safetensors.torch import load_file
 
         from stmgt.models import build_model
 
+        weights = self._need("model.safetensors")
+        self.verify()
         model = build_model(self.config().model, self.info())
-        state = load_file(str(self._need("model.safetensors")))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        retrain = f"retrain with `stmgt train --overwrite --out {self.dir}`"
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # safetensors raises its own SafetensorError (and OSError) for a damaged file
+            raise RunError(f"{weights}: damaged, not a readable safetensors file ({str(e).splitlines()[0][:120]});"
+                           f" {retrain}") from None
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # size mismatch
+            first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), "size mismatch")
+            raise RunError(f"{self.dir}: the weights do not fit the model config.yaml describes ({first[:200]});"
+                           f" was config.yaml edited after training? Put it back or {retrain}") from None
         if unexpected or [k for k in missing if not k.endswith("_cache")]:
             raise RunError(f"{self.dir}: the weights do not fit the configured model (missing {missing[:3]},"
                            f" unexpected {unexpected[:3]}); was config.yaml edited after training?")

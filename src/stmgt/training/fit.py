@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
+import shutil
 import sys
 import time
 import warnings
@@ -17,11 +19,14 @@ from stmgt.config import Config
 from stmgt.data.panel import Panel
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
-from stmgt.errors import RunError
+from stmgt.errors import ConfigError, DataError, RunError
 from stmgt.models import build_model
-from stmgt.run import Run, data_info
+from stmgt.run import Run, data_info, is_run_folder
 from stmgt.runtime import keep_freed_memory, require_cuda, resolve_precision
-from stmgt.training.module import ForecastTask
+from stmgt.training.module import ForecastTask, NonFiniteLoss
+
+PARTIAL = ".partial-"
+"""A run trains into ``RUN_DIR.partial-<pid>`` and is renamed to ``RUN_DIR`` once complete."""
 
 
 def _epoch_metrics(trainer) -> dict[str, float] | None:
@@ -39,7 +44,7 @@ class HistoryWriter(Callback):
 
     def __init__(self, path: Path, resume: bool = False):
         self.path = path
-        if not resume or not path.exists():
+        if not resume or not path.is_file():
             with path.open("w", newline="") as f:
                 csv.writer(f).writerow(self.FIELDS)
 
@@ -51,6 +56,49 @@ class HistoryWriter(Callback):
         row = [trainer.current_epoch] + [m.get(k, "") for k in self.FIELDS[1:4]] + [lr]
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow(row)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that, when resuming, keeps the best-so-far of the run it continues.
+
+    A run trains in a temporary folder, so the folder recorded in its checkpoints is never the one a
+    resumed training writes to, and Lightning would then forget the best score (and take the first
+    resumed epoch as best whatever its score). The checkpoints the state names are copied from the
+    folder of the checkpoint resumed from (``source``) and the state is re-pointed at ``dirpath``.
+    """
+
+    def __init__(self, *args, source: Path | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source = source
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def _moved(self, path) -> str:
+        """``path``'s file copied into ``dirpath`` (its new path), or "" when it is not there to copy."""
+        if not path or self.source is None:
+            return ""
+        name = Path(path).name
+        src, dst = self.source / name, Path(self.dirpath) / name
+        if not dst.is_file():
+            if not src.is_file():
+                return ""
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)  # a copy: Lightning rewrites checkpoint files in place
+        return str(dst)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.source is not None:  # even where the recorded folder has this one's name (same process id)
+            state = dict(state_dict, dirpath=self.dirpath)
+            state["best_k_models"] = {m: v for k, v in (state.get("best_k_models") or {}).items()
+                                      if (m := self._moved(k))}
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                state[key] = self._moved(state.get(key))
+            if not state["best_model_path"]:
+                state["best_model_score"] = None
+            state_dict = state
+        super().load_state_dict(state_dict)
 
 
 class EpochLog(Callback):
@@ -97,17 +145,157 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*index_reduce.*")
 
 
-def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: str | Path | None = None) -> Run:
+def resume_run_dir(checkpoint: str | Path) -> Path | None:
+    """The run folder holding ``checkpoint`` (``RUN_DIR`` for ``RUN_DIR/checkpoints/last.ckpt``,
+    when it has a ``config.yaml``), or None."""
+    c = Path(checkpoint)
+    run = c.parent.parent if c.parent.name == "checkpoints" else None
+    return run if run is not None and is_run_folder(run) else None
+
+
+def _same_folder(a: Path, b: Path | None) -> bool:
+    return b is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_out(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse (one-line :class:`~stmgt.errors.RunError`) an output folder that cannot become a run
+    folder: a file, a folder holding a run without ``overwrite``, a non-empty folder that is not a run
+    folder (never replaced), the current folder, or a place that cannot be written. Writes nothing."""
+    out = Path(os.path.abspath(out_dir))
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise RunError(f"{out_dir}: is a file, not a folder; choose a new folder name for the run (--out)")
+        try:
+            full = any(out.iterdir())
+        except OSError as e:
+            raise RunError(f"{out_dir}: cannot be read ({e.strerror}); choose another --out") from None
+        if full:
+            here = Path.cwd().resolve()
+            if out.resolve() == here or out.resolve() in here.parents:
+                raise RunError(f"{out_dir}: is the current folder or holds it; choose a new folder for the run (--out)")
+            if not is_run_folder(out):
+                raise RunError(f"{out_dir}: holds files but is not a run folder (no config.yaml); choose a new or"
+                               " empty folder (--overwrite only replaces run folders)")
+            if not overwrite:
+                raise RunError(f"{out_dir}: already holds a run; pass --overwrite to replace it once the new run is"
+                               " complete (a failed training keeps the old one), or choose another --out")
+    anc = out.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise RunError(f"{out_dir}: {anc} is a file, not a folder; choose another --out")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise RunError(f"{out_dir}: cannot write there ({anc} is not writable); choose another --out")
+
+
+def _make_partial(out: Path, shown) -> Path:
+    """The empty temporary folder ``OUT.partial-<pid>`` beside ``out`` (same file system: renamed at the end)."""
+    tmp = out.parent / f"{out.name}{PARTIAL}{os.getpid()}"
+    try:
+        if tmp.exists():  # this process's own earlier attempt
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise RunError(f"{shown}: cannot write the run folder there ({e.strerror}); choose another --out") from None
+    return tmp
+
+
+def _install(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the complete run ``tmp`` to ``out``; a previous ``out`` is removed only after that."""
+    if out.is_dir() and any(out.iterdir()) and not overwrite:  # written meanwhile by someone else
+        keep = out.with_name(f"{out.name}.new-{os.getpid()}")
+        os.replace(tmp, keep)
+        raise RunError(f"{out}: another run was written there while this one trained; the new run is kept in {keep}")
+    if out.exists() or out.is_symlink():
+        old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _check_observed(data: PanelData) -> None:
+    """A one-line DataError when the training or validation split has no observed target to score."""
+    for split, name in (("train", "training"), ("val", "validation")):
+        lo, hi = data.bounds[split]
+        if not data.panel.mask[lo + data.history:hi].any():
+            raise DataError(f"{data.panel.name}: the {name} split (steps {lo}-{hi}) holds no observed value to"
+                            f" {'train on' if split == 'train' else 'choose the checkpoint by'}; check the"
+                            " data's gaps there or change data.split")
+
+
+def check_checkpoint(path: str | Path, task: L.LightningModule) -> dict:
+    """The Lightning checkpoint at ``path`` (read with ``weights_only=True``) after checking that it
+    is one of ``task``'s model: same parameter names and shapes. One-line RunError otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise RunError(f"{p}: no checkpoint to resume from (look for RUN_DIR/checkpoints/last.ckpt)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, foreign pickle: torch's message suggests weights_only=False, never do
+        raise RunError(f"{p}: not a readable checkpoint (truncated, damaged or not written by `stmgt train`);"
+                       " resume from RUN_DIR/checkpoints/last.ckpt of a run") from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "epoch", "optimizer_states"} <= set(ckpt):
+        raise RunError(f"{p}: not a Lightning checkpoint of `stmgt train`; resume from"
+                       " RUN_DIR/checkpoints/last.ckpt of a run")
+    want = {k: tuple(v.shape) for k, v in task.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
+    fix = "resume with the config the run was trained with (--config RUN_DIR/config.yaml, or no --config)"
+    missing = [k for k in want if k not in got and not k.endswith("_cache")]
+    unexpected = [k for k in got if k not in want]
+    if missing or unexpected:
+        raise RunError(f"{p}: a checkpoint of another model (missing {missing[:2]}, unexpected {unexpected[:2]});"
+                       f" {fix}")
+    for k, shape in want.items():
+        if k in got and got[k] != shape:
+            raise RunError(f"{p}: a checkpoint of another model ({k} is {list(got[k])} there, {list(shape)} in"
+                           f" this config); {fix}")
+    return ckpt
+
+
+def _copy_history(src_run: Path | None, dst: Path, epoch: int) -> None:
+    """``history.csv`` of the run resumed from, up to the checkpoint's (0-based) ``epoch``."""
+    src = None if src_run is None else src_run / "history.csv"
+    if src is None or not src.is_file():
+        return
+    with src.open(newline="") as f:
+        rows = list(csv.reader(f))
+    keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= epoch]
+    with dst.open("w", newline="") as f:
+        csv.writer(f).writerows(keep)
+
+
+def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: str | Path | None = None,
+        overwrite: bool = False) -> Run:
     """Train ``cfg.model`` on ``cfg.data`` (or on ``panel``) and write the run folder ``out_dir``.
 
     The checkpoint with the lowest validation MAE is kept (``model.safetensors``); training stops
     after ``cfg.train.patience`` epochs without improvement or at ``cfg.train.max_epochs``.
-    ``resume`` continues from a Lightning checkpoint (e.g. ``RUN_DIR/checkpoints/last.ckpt``).
+    ``resume`` continues from a Lightning checkpoint (e.g. ``RUN_DIR/checkpoints/last.ckpt``):
+    resuming into the run folder that holds it replaces that folder (as ``overwrite``).
+
+    The run is written into ``OUT.partial-<pid>`` and renamed to ``out_dir`` only when complete
+    (weights, ``training.json``, ``manifest.json``); a folder already at ``out_dir`` is refused
+    unless ``overwrite`` (it is then replaced at that moment: a failed training keeps it). Every
+    check (output folder, data, checkpoint) is made before anything is written.
     """
     _quiet_lightning()
     t = cfg.train
     if t.accelerator in ("gpu", "cuda"):
         require_cuda(f"train.accelerator is {t.accelerator!r} (--accelerator cpu to train here)")
+    out = Path(os.path.abspath(out_dir))
+    source = None
+    if resume is not None:
+        if not Path(resume).is_file():
+            raise RunError(f"{resume}: no checkpoint to resume from (look for RUN_DIR/checkpoints/last.ckpt)")
+        source = resume_run_dir(resume)
+        overwrite = overwrite or _same_folder(out, source)  # continuing a run replaces it
+    check_out(out_dir, overwrite)
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if keeps_freed_memory(cfg):
@@ -115,22 +303,50 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     L.seed_everything(t.seed, workers=True, verbose=False)
     panel = panel if panel is not None else load_source(cfg.data)
     data = PanelData(panel, cfg.data.history, cfg.data.horizon, cfg.data.split, t.batch_size)
-    run = Run(out_dir)
-    run.save_setup(cfg, data)
     model = build_model(cfg.model, data_info(data))
     if not model.trainable:
-        model.fit(data)
-        run.save_weights(model)
-        return run
+        if resume is not None:
+            raise ConfigError(f"--resume continues a training; {cfg.model.name} is fitted, not trained")
+        tmp = _make_partial(out, out_dir)
+        try:
+            run = Run(tmp)
+            run.save_setup(cfg, data)
+            model.fit(data)
+            run.save_weights(model)
+            run.save_manifest()
+            _install(tmp, out, overwrite)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return Run(out_dir)
 
+    _check_observed(data)
     task = ForecastTask(model, data.edge_index, data.scaler.target_loc, data.scaler.target_scale, t)
+    resumed_epoch = None if resume is None else int(check_checkpoint(resume, task)["epoch"])
+    tmp = _make_partial(out, out_dir)
+    try:
+        return _train(cfg, data, model, task, tmp, out, resume, resumed_epoch, source, overwrite, out_dir)
+    except NonFiniteLoss as e:
+        raise RunError(f"training loss became {e.value} at epoch {e.epoch} (batch {e.batch}); the learning rate"
+                       f" (train.lr {t.lr:g}) is probably too high, or the data hold inf or extreme values: lower"
+                       f" train.lr or check the data; nothing was written to {out_dir}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, out: Path, resume, resumed_epoch,
+           source: Path | None, overwrite: bool, out_dir) -> Run:
+    """The Lightning training of :func:`fit` in the temporary folder ``tmp``, renamed to ``out`` at the end."""
+    t = cfg.train
+    run = Run(tmp)
+    run.save_setup(cfg, data)
+    if resume is not None:
+        _copy_history(source if source is not None else Path(resume).parent, run.dir / "history.csv",
+                      resumed_epoch)
     precision = resolve_precision(t.precision, t.accelerator)
     ckpt_dir = run.dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
-                           enable_version_counter=False)
+    best = RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
+                         enable_version_counter=False, source=None if resume is None else Path(resume).parent)
     stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
-    if resume is not None and not Path(resume).is_file():
-        raise RunError(f"{resume}: no checkpoint to resume from (look for RUN_DIR/checkpoints/last.ckpt)")
     bar = t.progress and sys.stdout.isatty()  # a bar only where someone watches a terminal
     callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None)]
     if not bar:
@@ -160,16 +376,22 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     started = time.perf_counter()
     trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
                 ckpt_path=str(resume) if resume else None, weights_only=True)
-    if trainer.is_global_zero:
-        path = best.best_model_path or best.last_model_path
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        state = ckpt["state_dict"]
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-        run.save_weights(model)
-        best_epoch = int(ckpt["epoch"]) + 1 if path == best.best_model_path else None  # 1-based
-        run.save_training(training_summary(trainer, best_epoch, best.best_model_score, stop, t, precision,
-                                           time.perf_counter() - started))
-    return run
+    if not trainer.is_global_zero:  # other DDP processes: rank 0 writes the run
+        return Run(out_dir)
+    path = best.best_model_path or best.last_model_path
+    if not path or not Path(path).is_file():
+        raise RunError(f"{out_dir}: training ended without a checkpoint (no epoch completed; train.max_epochs"
+                       f" {t.max_epochs}, train.max_minutes {t.max_minutes}); nothing was written")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    run.save_weights(model)
+    best_epoch = int(ckpt["epoch"]) + 1 if path == best.best_model_path else None  # 1-based
+    run.save_training(training_summary(trainer, best_epoch, best.best_model_score, stop, t, precision,
+                                       time.perf_counter() - started))
+    run.save_manifest()
+    _install(tmp, out, overwrite)
+    return Run(out_dir)
 
 
 def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping, t, precision: str,

@@ -13,6 +13,15 @@ from stmgt.models.base import ForecastModel
 from stmgt.training.loss import mixture_loss
 
 
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite (raised by :meth:`ForecastTask.training_step` before
+    the step can spread it into the weights; :func:`~stmgt.training.fit.fit` turns it into a RunError)."""
+
+    def __init__(self, value: float, epoch: int, batch: int):
+        super().__init__(f"training loss {value} at epoch {epoch}, batch {batch}")
+        self.value, self.epoch, self.batch = value, epoch, batch
+
+
 class ForecastTask(L.LightningModule):
     """Training, validation and optimisation of the original STMGT design (``docs/design.md``).
 
@@ -42,10 +51,22 @@ class ForecastTask(L.LightningModule):
         dist = self.model(batch, self.edge_index)
         y = (batch.y - self.loc) / self.scale
         loss, parts = mixture_loss(dist, y, batch.y_mask, self.cfg.var_reg, self.cfg.entropy_reg, self.cfg.mae_weight)
+        self._check_finite(loss, batch_idx)
         n = batch.y.shape[0]
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log("train_nll", parts["nll"], on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
+
+    def _check_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Raise :class:`NonFiniteLoss` (1-based epoch and batch) when ``loss`` is NaN or inf on any process."""
+        bad = not bool(torch.isfinite(loss.detach()))
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # every process stops at the same step
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            value = float(loss.detach())  # finite here when another process's loss was not
+            raise NonFiniteLoss(value if value != value or abs(value) == float("inf") else float("nan"),
+                                self.current_epoch + 1 if trainer is not None else 1, batch_idx + 1)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         dist = self(batch)
