@@ -37,8 +37,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def recent_panel(run: Run, path: str | Path) -> Panel:
     """The observations in ``path`` on the run's nodes and interval, as a panel (graph from the run)."""
+    return panel_from_frame(run, read_table(path), str(path))
+
+
+def panel_from_frame(run: Run, df: pd.DataFrame, path: str) -> Panel:
+    """Long-format observations (``timestamp, node_id, value`` [+ covariates]) as the last ``history`` steps.
+
+    ``path`` names the source in error messages (a file, or e.g. ``"store"`` for the service);
+    :func:`recent_panel` and ``stmgt serve`` both build their panel here.
+    """
     meta = run.meta()
-    df = read_table(path)
     need = {"timestamp", "node_id", "value"}
     if not need <= set(df.columns):
         raise DataError(f"{path}: needs columns timestamp,node_id,value; found {','.join(map(str, df.columns))}")
@@ -76,8 +84,12 @@ def recent_panel(run: Run, path: str | Path) -> Panel:
                  units=meta["units"])
 
 
-def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame:
-    """Forecast the ``horizon`` steps after the last step of ``panel`` (exactly ``history`` steps long)."""
+def forecast_table(run: Run, panel: Panel, stream: bool = False, quantiles=QUANTILES) -> pd.DataFrame:
+    """Forecast the ``horizon`` steps after the last step of ``panel`` (exactly ``history`` steps long).
+
+    ``quantiles`` (exact, from the calibrated mixture) become columns ``q05`` (or ``q2.5`` when not a
+    whole percent) after ``mean`` and ``std``.
+    """
     meta = run.meta()
     T, H = meta["history"], meta["horizon"]
     scaler, cov_scaler = run.scalers()
@@ -110,7 +122,7 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame
     from stmgt.calibration import apply_stored
 
     dist = apply_stored(run, dist)
-    qs = dist.icdf(torch.tensor(QUANTILES))[0].numpy()  # [H, N, Q]
+    qs = dist.icdf(torch.tensor(tuple(quantiles)))[0].numpy()  # [H, N, Q]
     mean, std = dist.mean[0].numpy(), dist.stddev[0].numpy()  # [H, N]
     N = panel.num_nodes
     out = pd.DataFrame({
@@ -120,9 +132,15 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame
         "node_id": np.tile(panel.node_ids, H),
         "mean": mean.reshape(-1), "std": std.reshape(-1),
     })
-    for i, q in enumerate(QUANTILES):
-        out[f"q{int(round(q * 100)):02d}"] = qs[..., i].reshape(-1)
+    for i, q in enumerate(quantiles):
+        out[quantile_column(q)] = qs[..., i].reshape(-1)
     return out
+
+
+def quantile_column(q: float) -> str:
+    """The column name of quantile ``q``: ``q05`` for 0.05, ``q2.5`` for 0.025."""
+    pct = q * 100
+    return f"q{int(round(pct)):02d}" if abs(pct - round(pct)) < 1e-9 else f"q{pct:g}"
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
