@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the service's API key")
     y.add_argument("--batch", type=int, default=500, help="most observations per request (default 500)")
     y.add_argument("--steps", type=int, help="stop after this many time steps")
+    y.add_argument("--retries", type=int, default=5, help="retries of a batch when the service is unreachable")
     y.add_argument("--format", help="force the dataset format")
     y.add_argument("--nodes", type=int, default=62, help="synthetic city: sensor locations (default 62)")
     y.add_argument("--days", type=float, default=28, help="synthetic city: days of data (default 28)")
@@ -329,7 +330,7 @@ def _cmd_replay(a) -> int:
     panel = load_panel(a.data, a.format, a.nodes, a.days, a.seed)
     print(f"replaying {panel.summary().splitlines()[0]} -> {a.to} (speed {a.speed:g}, from {a.start})")
     replay(panel, a.to, speed=a.speed, start=a.start, batch=a.batch, api_key=_api_key(a.api_key_env),
-           max_steps=a.steps)
+           max_steps=a.steps, retries=a.retries)
     return 0
 
 

@@ -98,7 +98,7 @@ def post(url: str, rows: list[dict], api_key: str | None = None, retries: int = 
 
 def replay(panel: Panel, url: str, speed: float = 60.0, start: str = "test", batch: int = 500,
            api_key: str | None = None, max_steps: int | None = None,
-           log: Callable[[str], None] | None = print) -> dict:
+           log: Callable[[str], None] | None = print, retries: int = 5) -> dict:
     """Stream ``panel`` from ``start`` into the service at ``url``; returns rows, batches and seconds."""
     if speed < 0:
         raise ConfigError(f"--speed {speed}: give a positive factor (60 = a minute of data per second) or 0")
@@ -115,7 +115,7 @@ def replay(panel: Panel, url: str, speed: float = 60.0, start: str = "test", bat
     def flush(rows):
         nonlocal sent, batches
         for k in range(0, len(rows), batch):
-            post(url, rows[k:k + batch], api_key)
+            post(url, rows[k:k + batch], api_key, retries=retries)
             sent += len(rows[k:k + batch])
             batches += 1
 
