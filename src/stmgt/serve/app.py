@@ -49,6 +49,7 @@ from stmgt.serve.store import Store, from_seconds, to_seconds
 
 log = logging.getLogger("stmgt.serve")
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+_EPOCH, _SECOND = datetime(1970, 1, 1), timedelta(seconds=1)
 
 
 class ApiError(Exception):
@@ -155,7 +156,7 @@ class Service:
                                     f" {self.max_future.total_seconds() / 3600:g} h ahead of the server clock"
                                     f" ({datetime.now(timezone.utc).replace(tzinfo=None):%Y-%m-%dT%H:%M}); row {i}"
                                     " rejected")
-            s = to_seconds(ts)
+            s = (ts - _EPOCH) // _SECOND
             rows.append((o.node_id, s, float(o.value)))
             for name, v in (o.covariates or {}).items():
                 if name not in self.covariates:
