@@ -87,9 +87,19 @@ class ServedModel:
         self.interval_s = int(round(self.meta["interval_minutes"] * 60))
         self.covariates = list(self.meta["covariate_names"])
         self.calibrated = (self.dir / "calibration.json").is_file()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one forecast at a time per model
+        self._cache_lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()
-        self.run.model()  # load now: /readyz means loaded
+        self.warm_up()  # load now (weights, lazily compiled kernels): /readyz means ready to forecast
+
+    def warm_up(self) -> None:
+        """One forecast of a flat dummy window, so that the first real request does not pay for loading."""
+        scaler, cov_scaler = self.run.scalers()
+        df = pd.DataFrame({"timestamp": pd.Timestamp("2024-01-01"), "node_id": self.node_ids,
+                           "value": float(scaler.mean[0])})
+        for i, name in enumerate(self.covariates):
+            df[name] = float(cov_scaler.mean[i]) if cov_scaler is not None else 0.0
+        self.forecast_frame(df, "warm-up", QUANTILES)
 
     def describe(self) -> dict:
         """What ``GET /v1/models`` says about this model."""
@@ -124,10 +134,24 @@ class ServedModel:
                                    " POST /v1/observations first")
         lo, end = self.window_bounds(latest)
         key = (end, qs)
-        hit = self._cache.get(key)
-        if hit is not None and not store.written_since(hit["seq"], lo):
+        hit = self._cached(key, store, lo)
+        if hit is not None:
+            return hit
+        with self._lock:
+            hit = self._cached(key, store, lo)  # computed by another request meanwhile
+            if hit is not None:
+                return hit
+            return self._compute(key, store, lo, end, qs)
+
+    def _cached(self, key, store: Store, lo: int) -> dict | None:
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is None or store.written_since(hit["seq"], lo):
+                return None
             self._cache.move_to_end(key)
             return {**hit, "cached": True}
+
+    def _compute(self, key, store: Store, lo: int, end: int, qs) -> dict:
         seq = store.seq
         earliest = store.earliest()
         if earliest is None or earliest > lo:
@@ -144,9 +168,10 @@ class ServedModel:
         entry = {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
                  "compute_ms": ms, "seq": seq, "quantiles": qs}
         store.save_forecast(self.name, self.version, end, table, ms)
-        self._cache[key] = entry
-        while len(self._cache) > 16:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[key] = entry
+            while len(self._cache) > 16:
+                self._cache.popitem(last=False)
         return {**entry, "cached": False}
 
     def forecast_window(self, rows: pd.DataFrame, quantiles=QUANTILES) -> dict:

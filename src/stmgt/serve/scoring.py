@@ -10,7 +10,7 @@ the forecasts whose target time is its interval's bin. Over a rolling window of 
 * ``n``: the number of (forecast, observation) pairs scored.
 
 Late rows are scored when they come (scores are computed from the store when asked, and
-cached until the next ingest).
+cached until the next ingest or issued forecast).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Scorer:
 
     def scores(self, model) -> dict:
         """Scores of one :class:`~stmgt.serve.forecasting.ServedModel` (see the module docstring)."""
-        key = (model.name, model.version, self.store.seq)
+        key = (model.name, model.version, self.store.seq, self.store.forecast_seq)
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None:
@@ -54,6 +54,6 @@ class Scorer:
                "n": n, "mae": pooled("mae"), "coverage80": pooled("coverage80"), "coverage90": pooled("coverage90"),
                "steps": steps}
         with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if k[2] == key[2]}
+            self._cache = {k: v for k, v in self._cache.items() if k[2:] == key[2:]}
             self._cache[key] = out
         return out

@@ -174,8 +174,10 @@ class Store:
         self.db = str(db)
         self.backend = open_backend(self.db)
         self.retention_s = int(retention_days * 86400)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # serialises writes
+        self._meta = threading.Lock()  # guards the revision counters below
         self._seq = 0
+        self.forecast_seq = 0
         self._writes: collections.deque = collections.deque(maxlen=4096)  # (seq, max_ts) of recent ingests
         self._last_prune = 0.0
         self.rows_ingested = 0
@@ -189,12 +191,12 @@ class Store:
             return 0
         with self._lock:
             self.backend.write([(UPSERT_OBS, rows), (UPSERT_COV, list(covs))])
-            self._seq += 1
-            ts_all = [r[1] for r in rows] + [c[0] for c in covs]
-            hi = max(ts_all)
-            self._writes.append((self._seq, hi))
-            self._latest = hi if self._latest is None else max(self._latest, hi)
-            self.rows_ingested += len(rows)
+            hi = max([r[1] for r in rows] + [c[0] for c in covs])
+            with self._meta:
+                self._latest = hi if self._latest is None else max(self._latest, hi)
+                self._seq += 1
+                self._writes.append((self._seq, hi))
+                self.rows_ingested += len(rows)
         if time.monotonic() - self._last_prune > 60:
             self.prune()
         return len(rows)
@@ -220,9 +222,10 @@ class Store:
 
     def written_since(self, seq: int, since_ts: int) -> bool:
         """Whether an ingest after revision ``seq`` wrote a row at or after ``since_ts``."""
-        if seq == self._seq:
-            return False
-        writes = list(self._writes)
+        with self._meta:
+            if seq == self._seq:
+                return False
+            writes = list(self._writes)
         if not writes or writes[0][0] > seq + 1:
             return True  # too old to tell
         return any(s > seq and hi >= since_ts for s, hi in writes)
@@ -246,6 +249,8 @@ class Store:
                  " ON CONFLICT (model, version, issued_at) DO UPDATE SET created = excluded.created,"
                  " compute_ms = excluded.compute_ms", [(model, version, issued_at, time.time(), compute_ms)]),
             ])
+            with self._meta:
+                self.forecast_seq += 1
 
     # ------------------------------------------------------------------ reading
     def latest(self, nodes: list[str] | None = None) -> int | None:
