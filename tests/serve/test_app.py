@@ -73,13 +73,13 @@ def test_runs_with_different_node_sets_or_names_are_refused(served, tmp_path):
     from stmgt.serve.forecasting import load_models
 
     other = tmp_path / "other"
-    shutil.copytree(served["gru"], other)
+    shutil.copytree(served["gru"], other, ignore=shutil.ignore_patterns("checkpoints"))
     meta = json.loads((other / "data.json").read_text())
     meta["node_ids"][0] = "elsewhere"
     (other / "data.json").write_text(json.dumps(meta))
     with pytest.raises(RunError, match="different node sets"):
         load_models([served["gru"], other])
-    shutil.copytree(served["gru"], tmp_path / "x" / "gru")
+    shutil.copytree(served["gru"], tmp_path / "x" / "gru", ignore=shutil.ignore_patterns("checkpoints"))
     with pytest.raises(RunError, match="two runs are named 'gru'"):
         load_models([served["gru"], tmp_path / "x" / "gru"])
 

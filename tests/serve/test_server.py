@@ -135,6 +135,7 @@ def test_replay_streams_a_dataset_into_the_service(served, panel, tmp_path, caps
         metrics = httpx.get(f"{url}/metrics").text
         assert "stmgt_observations_ingested_total" in metrics
         assert httpx.get(f"{url}/").status_code == 200
+        _dashboard_draws(url)
     finally:
         stop(proc)
 
@@ -152,3 +153,26 @@ def test_cli_refusals(served, capsys):
     assert main(["replay", "synthetic", "--nodes", "8", "--days", "1", "--to", "http://127.0.0.1:9",
                  "--start", "someday"]) == 2
     assert "--start 'someday' is neither a split" in capsys.readouterr().err
+
+
+def _dashboard_draws(url):
+    """The dashboard's script, run by node with a stand-in DOM: map, chart with both bands, scores."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        return  # no JavaScript runtime here: the HTML/asset checks of test_app still run
+    app_js = Path(__file__).resolve().parents[2] / "src" / "stmgt" / "serve" / "static" / "app.js"
+    p = subprocess.run([node, str(Path(__file__).with_name("fake_dom.js")), str(app_js), url], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["message"] == "" and out["latest"] != "none yet" and out["version"].startswith("gru ")
+    assert out["circles"] == 8 and out["roads"] > 0 and all(f.startswith("rgb(") for f in out["fills1"])
+    assert out["chartTitle"].startswith("road-001: history and forecast")
+    assert out["chart"].count("polygon") == 2 and out["chart"].count("polyline") == 2  # 90%, 80% bands; obs, mean
+    assert out["fills12"] != out["fills1"] or len(set(out["fills1"])) == 1
+    assert "<table>" in out["scores"]
+    assert all(f.startswith("/v1/") for f in out["fetched"])  # nothing but this service
