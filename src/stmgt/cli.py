@@ -23,6 +23,7 @@ EPILOG = """examples:
   stmgt train --data synthetic --out runs/stmgt       (or --data PATH to a dataset folder)
   stmgt evaluate runs/stmgt --json
   stmgt predict runs/stmgt --input recent.csv --output forecast.csv
+  stmgt serve runs/demo                               (then: stmgt replay synthetic --to http://127.0.0.1:8000)
 """
 
 
@@ -151,6 +152,39 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--return-memory", action="store_true",
                    help="let malloc unmap freed blocks (glibc default) instead of keeping them for reuse")
     b.add_argument("--json", action="store_true", help="print one JSON object")
+
+    v = sub.add_parser("serve", help="serve live forecasts over HTTP (observations in, forecasts out, a live map)")
+    v.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="trained run folders (same node set)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--db", default="stmgt-serve.db", help="observation store: a SQLite file (default"
+                   " stmgt-serve.db) or a SQLAlchemy URL")
+    v.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key that writes need")
+    v.add_argument("--retention-days", type=float, default=7.0, help="keep observations and forecasts this many"
+                   " days before the newest observation (default 7)")
+    v.add_argument("--max-batch", type=int, default=5000, help="most observations per POST (default 5000)")
+    v.add_argument("--max-future-hours", type=float, default=24.0,
+                   help="refuse timestamps further ahead of the server clock (default 24)")
+    v.add_argument("--score-window-hours", type=float, default=24.0, help="live scores over this many hours"
+                   " of forecast targets (default 24)")
+    v.add_argument("--no-auto-forecast", action="store_true", help="issue forecasts only when asked (default:"
+                   " also whenever new observations arrive, so that live scoring has forecasts)")
+    v.add_argument("--threads", type=int, default=1, help="torch threads for forecasts (default 1)")
+
+    y = sub.add_parser("replay", help="stream a dataset's observations into a running `stmgt serve`")
+    y.add_argument("data", help="'synthetic' or a dataset folder/file")
+    y.add_argument("--to", required=True, help="the service's base URL, e.g. http://127.0.0.1:8000")
+    y.add_argument("--speed", type=float, default=60.0, help="seconds of data per second (default 60;"
+                   " 0: as fast as the service acknowledges)")
+    y.add_argument("--start", default="test", help="a split (train, val, test; default test) or a timestamp")
+    y.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the service's API key")
+    y.add_argument("--batch", type=int, default=500, help="most observations per request (default 500)")
+    y.add_argument("--steps", type=int, help="stop after this many time steps")
+    y.add_argument("--retries", type=int, default=5, help="retries of a batch when the service is unreachable")
+    y.add_argument("--format", help="force the dataset format")
+    y.add_argument("--nodes", type=int, default=62, help="synthetic city: sensor locations (default 62)")
+    y.add_argument("--days", type=float, default=28, help="synthetic city: days of data (default 28)")
+    y.add_argument("--seed", type=int, default=0, help="synthetic city: seed (default 0)")
 
     m = sub.add_parser("demo", help="the main job: synthetic city -> train -> evaluate -> forecast")
     m.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
@@ -307,9 +341,53 @@ def _cmd_demo(a) -> int:
     return 0
 
 
+def _api_key(name: str | None) -> str | None:
+    import os
+
+    if not name:
+        return None
+    key = os.environ.get(name, "")
+    if not key:
+        raise StmgtError(f"--api-key-env {name}: the environment variable {name} is not set or empty")
+    return key
+
+
+def _cmd_serve(a) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise StmgtError("stmgt serve needs the serve extra: pip install 'stmgt[serve]'") from None
+    import torch
+
+    from stmgt.serve.app import Service, create_app
+
+    torch.set_num_threads(max(1, a.threads))
+    key = _api_key(a.api_key_env)
+    service = Service(a.run_dirs, db=a.db, api_key=key, retention_days=a.retention_days, max_batch=a.max_batch,
+                      max_future_hours=a.max_future_hours, score_window_hours=a.score_window_hours,
+                      auto_forecast=not a.no_auto_forecast)
+    for m in service.models.values():
+        print(f"serving {m.name} (version {m.version}, {m.model_name}, {len(m.node_ids)} nodes)")
+    print(f"store: {a.db}; writes {'need the API key' if key else 'are open (no --api-key-env)'};"
+          f" map: http://{a.host}:{a.port}/")
+    uvicorn.run(create_app(service), host=a.host, port=a.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _cmd_replay(a) -> int:
+    from stmgt.serve.replay import load_panel, replay
+
+    panel = load_panel(a.data, a.format, a.nodes, a.days, a.seed)
+    print(f"replaying {panel.summary().splitlines()[0]} -> {a.to} (speed {a.speed:g}, from {a.start})")
+    replay(panel, a.to, speed=a.speed, start=a.start, batch=a.batch, api_key=_api_key(a.api_key_env),
+           max_steps=a.steps, retries=a.retries)
+    return 0
+
+
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "calibrate": _cmd_calibrate, "benchmark": _cmd_benchmark,
-            "bench": _cmd_bench, "demo": _cmd_demo}
+            "bench": _cmd_bench, "demo": _cmd_demo, "serve": _cmd_serve, "replay": _cmd_replay}
 
 
 def _os_error(e: OSError) -> str:

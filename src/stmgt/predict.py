@@ -104,16 +104,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERAGE,
                  allow_missing_nodes: bool = False, allow_gap: bool = False,
                  warn: Callable[[str], None] | None = None) -> Panel:
-    """The observations in ``path`` on the run's nodes and grid, as a panel of exactly ``history``
-    steps ending at the input's latest timestamp (graph from the run). See the module docstring
-    for what is refused; ``warn`` receives the one-line notes of a forecast from incomplete input
+    """The observations in the file ``path`` as :func:`panel_from_frame` reads them."""
+    return panel_from_frame(run, read_table(path), str(path), min_coverage=min_coverage,
+                            allow_missing_nodes=allow_missing_nodes, allow_gap=allow_gap, warn=warn)
+
+
+def panel_from_frame(run: Run, df: pd.DataFrame, path: str, *, min_coverage: float = MIN_COVERAGE,
+                     allow_missing_nodes: bool = False, allow_gap: bool = False,
+                     warn: Callable[[str], None] | None = None) -> Panel:
+    """Long-format observations (``timestamp, node_id, value`` [+ covariates]) on the run's nodes and
+    grid, as a panel of exactly ``history`` steps ending at the latest timestamp (graph from the run).
+
+    ``path`` names the source in error messages (a file, or ``"store"`` for ``stmgt serve``):
+    :func:`recent_panel` and the service both build their panel here. See the module docstring for
+    what is refused; ``warn`` receives the one-line notes of a forecast from incomplete input
     (default: :class:`InputWarning`)."""
     if not 0 <= min_coverage <= 1:
         raise ConfigError(f"--min-coverage {min_coverage:g}: give a fraction between 0 and 1"
                           f" (default {MIN_COVERAGE})")
     meta = run.meta()
     T = meta["history"]
-    df = read_table(path)
     need = {"timestamp", "node_id", "value"}
     if not need <= set(df.columns):
         raise DataError(f"{path}: needs columns timestamp,node_id,value; found {','.join(map(str, df.columns))}")
@@ -219,8 +229,12 @@ def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERA
                  node_ids=node_ids, covariates=cov, covariate_names=names, name=name, units=meta["units"])
 
 
-def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame:
-    """Forecast the ``horizon`` steps after the last step of ``panel`` (exactly ``history`` steps long)."""
+def forecast_table(run: Run, panel: Panel, stream: bool = False, quantiles=QUANTILES) -> pd.DataFrame:
+    """Forecast the ``horizon`` steps after the last step of ``panel`` (exactly ``history`` steps long).
+
+    ``quantiles`` (exact, from the calibrated mixture) become columns ``q05`` (or ``q2.5`` when not a
+    whole percent) after ``mean`` and ``std``.
+    """
     meta = run.meta()
     T, H = meta["history"], meta["horizon"]
     scaler, cov_scaler = run.scalers()
@@ -253,7 +267,7 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame
     from stmgt.calibration import apply_stored
 
     dist = apply_stored(run, dist)
-    qs = dist.icdf(torch.tensor(QUANTILES))[0].numpy()  # [H, N, Q]
+    qs = dist.icdf(torch.tensor(tuple(quantiles)))[0].numpy()  # [H, N, Q]
     mean, std = dist.mean[0].numpy(), dist.stddev[0].numpy()  # [H, N]
     N = panel.num_nodes
     out = pd.DataFrame({
@@ -263,9 +277,15 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False) -> pd.DataFrame
         "node_id": np.tile(panel.node_ids, H),
         "mean": mean.reshape(-1), "std": std.reshape(-1),
     })
-    for i, q in enumerate(QUANTILES):
-        out[f"q{int(round(q * 100)):02d}"] = qs[..., i].reshape(-1)
+    for i, q in enumerate(quantiles):
+        out[quantile_column(q)] = qs[..., i].reshape(-1)
     return out
+
+
+def quantile_column(q: float) -> str:
+    """The column name of quantile ``q``: ``q05`` for 0.05, ``q2.5`` for 0.025."""
+    pct = q * 100
+    return f"q{int(round(pct)):02d}" if abs(pct - round(pct)) < 1e-9 else f"q{pct:g}"
 
 
 def check_output(path: str | Path, input_path: str | Path | None = None, run_dir: str | Path | None = None) -> Path:

@@ -1,0 +1,59 @@
+"""Live scoring of issued forecasts against the observations that arrive afterwards.
+
+Every forecast issued from the store is kept (:meth:`Store.save_forecast`); an observation scores
+the forecasts whose target time is its interval's bin. Over a rolling window of target times
+(``window_hours`` before the newest observation) and per horizon step:
+
+* ``mae``: mean absolute error of the forecast's median (as in ``stmgt evaluate``);
+* ``coverage80`` / ``coverage90``: the fraction of observations inside the central 80% / 90%
+  intervals (``q10..q90`` / ``q05..q95``) — near 0.8 / 0.9 when the forecasts are calibrated;
+* ``n``: the number of (forecast, observation) pairs scored.
+
+Late rows are scored when they come (scores are computed from the store when asked, and
+cached until the next ingest or issued forecast).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from stmgt.serve.store import Store, from_seconds
+
+
+class Scorer:
+    """Rolling-window scores per model version, cached per store revision."""
+
+    def __init__(self, store: Store, window_hours: float = 24.0):
+        self.store = store
+        self.window_s = int(window_hours * 3600)
+        self._lock = threading.Lock()
+        self._cache: dict[tuple, dict] = {}
+
+    def scores(self, model) -> dict:
+        """Scores of one :class:`~stmgt.serve.forecasting.ServedModel` (see the module docstring)."""
+        key = (model.name, model.version, self.store.seq, self.store.forecast_seq)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        latest = self.store.latest()
+        steps = []
+        if latest is not None:
+            lo = latest - self.window_s
+            rows = self.store.scores(model.name, model.version, model.interval_s, lo, latest)
+            steps = [{"step": int(s), "n": int(n), "mae": float(mae), "coverage80": float(c80),
+                      "coverage90": float(c90)} for s, n, mae, c80, c90 in rows]
+        n = sum(s["n"] for s in steps)
+
+        def pooled(k):
+            return None if not n else sum(s[k] * s["n"] for s in steps) / n
+
+        out = {"model": model.name, "version": model.version, "window_hours": self.window_s / 3600,
+               "window_end": None if latest is None else str(from_seconds(latest)),
+               "forecasts_issued": self.store.forecasts_issued(model.name, model.version),
+               "n": n, "mae": pooled("mae"), "coverage80": pooled("coverage80"), "coverage90": pooled("coverage90"),
+               "steps": steps}
+        with self._lock:
+            self._cache = {k: v for k, v in self._cache.items() if k[2:] == key[2:]}
+            self._cache[key] = out
+        return out

@@ -1,0 +1,44 @@
+// Runs the dashboard's app.js in node against a live `stmgt serve` with a minimal DOM stand-in,
+// clicks a sensor and moves the horizon slider, and prints what was drawn as one JSON line.
+// usage: node fake_dom.js APP_JS BASE_URL
+"use strict";
+const [appJs, BASE] = process.argv.slice(2);
+class El {
+  constructor(tag) {
+    Object.assign(this, { tag, children: [], attrs: {}, listeners: {}, textContent: "", innerHTML: "", options: [], value: "" });
+    this.namespaceURI = "svg";
+  }
+  setAttribute(k, v) { this.attrs[k] = String(v); }
+  appendChild(c) { this.children.push(c); if (this.tag === "select") this.options.push(c); return c; }
+  removeChild(c) { this.children = this.children.filter((x) => x !== c); }
+  get firstChild() { return this.children[0]; }
+  addEventListener(ev, f) { this.listeners[ev] = f; }
+}
+const ids = ["map", "legend", "message", "chartTitle", "chart", "scores", "model", "step", "stepLabel", "latest",
+  "version", "refreshed"];
+const els = Object.fromEntries(ids.map((id) => [id, new El(id === "model" ? "select" : "div")]));
+global.document = { getElementById: (id) => els[id], createElementNS: (ns, t) => new El(t), createElement: (t) => new El(t) };
+global.location = { search: "" };
+const realFetch = fetch;
+const fetched = [];
+global.fetch = (p, o) => { fetched.push(p); return realFetch(BASE + p, o); };
+global.setInterval = () => 0;
+require(appJs);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+(async () => {
+  for (let i = 0; i < 100 && !els.refreshed.textContent; i++) await sleep(200);
+  const fills = () => els.map.children.filter((c) => c.tag === "circle").map((c) => c.attrs.fill);
+  const out = { message: els.message.textContent, latest: els.latest.textContent, version: els.version.textContent,
+    circles: fills().length, roads: els.map.children.filter((c) => c.tag === "line").length, fills1: fills() };
+  els.map.children.filter((c) => c.tag === "circle")[1].listeners.click();
+  for (let i = 0; i < 50 && !els.chart.children.length; i++) await sleep(100);
+  await sleep(300);
+  out.chartTitle = els.chartTitle.textContent;
+  out.chart = els.chart.children.map((c) => c.tag);
+  els.step.listeners.input({ target: { value: "12" } });
+  out.fills12 = fills();
+  out.scores = els.scores.innerHTML;
+  out.fetched = fetched;
+  console.log(JSON.stringify(out));
+  process.exit(0);
+})();

@@ -1,0 +1,178 @@
+"""A real ``stmgt serve`` process: crash safety of acknowledged rows, ``stmgt replay``, and CLI refusals."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from stmgt.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(run, db, port, *extra, env=None):
+    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+    e["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + e.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-m", "stmgt", "serve", str(run), "--db", str(db), "--port", str(port),
+                             *extra], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not become ready in 120 s")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_every_acknowledged_row_survives_sigkill(served, tmp_path):
+    db, port = tmp_path / "crash.db", free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(served["gru"], db, port, "--no-auto-forecast")
+    acked = []
+    done = threading.Event()
+
+    def client():
+        k = 0
+        with httpx.Client(base_url=url, timeout=30) as h:
+            while not done.is_set():
+                batch = [{"timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1577836800 + 60 * (g // 8))),
+                          "node_id": f"road-00{g % 8}", "value": float(g)} for g in range(k * 500, k * 500 + 500)]
+                try:
+                    r = h.post("/v1/observations", json={"observations": batch})
+                except httpx.TransportError:
+                    return
+                if r.status_code == 200:
+                    acked.append(r.json()["accepted"])
+                k += 1
+
+    t = threading.Thread(target=client)
+    try:
+        t.start()
+        deadline = time.time() + 60
+        while sum(acked) < 5000 and time.time() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-ingestion: the client is posting continuously
+        proc.wait()
+        done.set()
+        t.join(timeout=60)
+        n_acked = sum(acked)
+        assert n_acked >= 5000
+        proc = start(served["gru"], db, port, "--no-auto-forecast")
+        kept = httpx.get(f"{url}/v1/models").json()["store"]["observations"]
+        assert n_acked <= kept <= n_acked + 500  # the batch in flight may or may not have committed
+        last = n_acked - 1  # the last acknowledged row is there with its value
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1577836800 + 60 * (last // 8)))
+        got = httpx.get(f"{url}/v1/observations", params={"nodes": f"road-00{last % 8}", "since": ts,
+                                                          "until": ts}).json()["observations"]
+        assert got == [{"timestamp": ts, "node_id": f"road-00{last % 8}", "value": float(last)}]
+    finally:
+        done.set()
+        stop(proc)
+
+
+def test_replay_streams_a_dataset_into_the_service(served, panel, tmp_path, capsys):
+    from stmgt.data.windows import chronological_splits
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(served["gru"], tmp_path / "replay.db", port, "--api-key-env", "STMGT_TEST_KEY",
+                 env={"STMGT_TEST_KEY": "k3y"})
+    try:
+        assert main(["replay", str(served["city"]), "--to", url, "--speed", "0", "--steps", "2"]) == 2
+        assert "the service refused a batch (HTTP 401)" in capsys.readouterr().err
+        os.environ["STMGT_TEST_KEY"] = "k3y"
+        try:
+            assert main(["replay", str(served["city"]), "--to", url, "--speed", "0", "--batch", "100",
+                         "--api-key-env", "STMGT_TEST_KEY"]) == 0
+            lo, hi = chronological_splits(panel.num_steps)["test"]
+            expected = int(panel.mask[lo:hi, :, 0].sum())
+            assert httpx.get(f"{url}/v1/models").json()["store"]["observations"] == expected
+            # paced: 2 steps of 5 minutes at 3000x take about 0.1 s
+            t0 = time.time()
+            assert main(["replay", str(served["city"]), "--to", url, "--speed", "3000", "--start", "val",
+                         "--steps", "3", "--api-key-env", "STMGT_TEST_KEY"]) == 0
+            assert 0.15 < time.time() - t0 < 30
+        finally:
+            del os.environ["STMGT_TEST_KEY"]
+        deadline = time.time() + 30  # the issuer forecasts once the replay settles; then it is scored
+        while time.time() < deadline:
+            s = httpx.get(f"{url}/v1/scores").json()["scores"][0]
+            if s["forecasts_issued"]:
+                break
+            time.sleep(0.2)
+        assert s["forecasts_issued"] >= 1
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "stmgt_observations_ingested_total" in metrics
+        assert httpx.get(f"{url}/").status_code == 200
+        _dashboard_draws(url)
+    finally:
+        stop(proc)
+
+
+def test_cli_refusals(served, capsys):
+    assert main(["serve", "/no/such/run"]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    os.environ.pop("STMGT_UNSET_KEY", None)
+    assert main(["serve", str(served["gru"]), "--api-key-env", "STMGT_UNSET_KEY"]) == 2
+    assert "STMGT_UNSET_KEY is not set or empty" in capsys.readouterr().err
+    port = free_port()
+    assert main(["replay", "synthetic", "--nodes", "8", "--days", "1", "--to", f"http://127.0.0.1:{port}",
+                 "--retries", "0", "--steps", "1"]) == 2
+    assert "cannot reach the service" in capsys.readouterr().err
+    assert main(["replay", "synthetic", "--nodes", "8", "--days", "1", "--to", "http://127.0.0.1:9",
+                 "--start", "someday"]) == 2
+    assert "--start 'someday' is neither a split" in capsys.readouterr().err
+
+
+def _dashboard_draws(url):
+    """The dashboard's script, run by node with a stand-in DOM: map, chart with both bands, scores."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    node = shutil.which("node")
+    if node is None:
+        return  # no JavaScript runtime here: the HTML/asset checks of test_app still run
+    app_js = Path(__file__).resolve().parents[2] / "src" / "stmgt" / "serve" / "static" / "app.js"
+    p = subprocess.run([node, str(Path(__file__).with_name("fake_dom.js")), str(app_js), url], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["message"] == "" and out["latest"] != "none yet" and out["version"].startswith("gru ")
+    assert out["circles"] == 8 and out["roads"] > 0 and all(f.startswith("rgb(") for f in out["fills1"])
+    assert out["chartTitle"].startswith("road-001: history and forecast")
+    assert out["chart"].count("polygon") == 2 and out["chart"].count("polyline") == 2  # 90%, 80% bands; obs, mean
+    assert out["fills12"] != out["fills1"] or len(set(out["fills1"])) == 1
+    assert "<table>" in out["scores"]
+    assert all(f.startswith("/v1/") for f in out["fetched"])  # nothing but this service
