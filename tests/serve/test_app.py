@@ -77,6 +77,7 @@ def test_runs_with_different_node_sets_or_names_are_refused(served, tmp_path):
     meta = json.loads((other / "data.json").read_text())
     meta["node_ids"][0] = "elsewhere"
     (other / "data.json").write_text(json.dumps(meta))
+    (other / "manifest.json").unlink(missing_ok=True)  # another city's run, not an edited copy of this one
     with pytest.raises(RunError, match="different node sets"):
         load_models([served["gru"], other])
     shutil.copytree(served["gru"], tmp_path / "x" / "gru", ignore=shutil.ignore_patterns("checkpoints"))
@@ -292,7 +293,7 @@ def test_post_forecast_refusals(make, rows):
     assert r.status_code == 404
     no_cov = [{k: v for k, v in r.items() if k != "covariates"} for r in rows(-12)]
     r = c.post("/v1/forecast", json={"observations": no_cov})
-    assert r.status_code == 422 and "covariates" in r.json()["detail"]
+    assert r.status_code == 422 and "covariate" in r.json()["detail"]
 
 
 def test_two_models_share_one_store(make, rows):
