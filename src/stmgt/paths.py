@@ -1,7 +1,9 @@
-"""Checks on output paths, before any work is done (a one-line error instead of a traceback at the end)."""
+"""File helpers: checks on output paths before any work is done (a one-line error instead of a traceback
+at the end), and file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -36,3 +38,12 @@ def ensure_writable_dir(path: str | Path, option: str) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{option}: cannot write in {probe} (permission denied); give a folder you can write to")
     return p
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

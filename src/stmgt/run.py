@@ -40,6 +40,7 @@ from stmgt.data.panel import Panel, day_classes
 from stmgt.data.windows import PanelData, Scaler
 from stmgt.errors import RunError
 from stmgt.models.base import DataInfo, ForecastModel
+from stmgt.paths import sha256_file
 
 
 def versions() -> dict:
@@ -95,15 +96,6 @@ HASHED = ("model.safetensors", "data.json", "graph.npz")
 META_KEYS = ("node_ids", "covariate_names", "in_channels", "history", "horizon", "steps_per_day", "scaler",
              "cov_scaler", "fingerprint", "interval_minutes")
 """Keys ``data.json`` must hold (every run folder since the first release writes them)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_settings(cfg: Config) -> dict:

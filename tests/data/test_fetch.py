@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from stmgt.data.fetch import DATASETS, Dataset, RemoteFile, fetch, sha256_of
+from stmgt.data.fetch import DATASETS, Dataset, RemoteFile, fetch
 from stmgt.errors import DataError
+from stmgt.paths import sha256_file as sha256_of
 
 SHARED = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
 BLOB = bytes(range(256)) * 1000  # 256 kB, several read chunks

@@ -23,7 +23,6 @@ How a file is fetched (standard library only):
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stmgt.errors import DataError
+from stmgt.paths import sha256_file
 
 CHUNK = 1 << 16
 
@@ -139,14 +139,6 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _manual_steps(ds_name: str, files: tuple[RemoteFile, ...], directory: Path) -> str:
     urls = " ; ".join(f"{f.url} -> {directory / f.name}" for f in files)
     return f"download by hand and place the files so: {urls} (then run fetch('{ds_name}') again to verify)"
@@ -235,7 +227,7 @@ def fetch(
     root.mkdir(parents=True, exist_ok=True)
     for f in ds.files:
         dest = root / f.name
-        if dest.is_file() and sha256_of(dest) == f.sha256:
+        if dest.is_file() and sha256_file(dest) == f.sha256:
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
@@ -266,7 +258,7 @@ def fetch(
                     f"download of {f.name} from {url} was interrupted after {got} bytes ({type(e).__name__});"
                     f" run fetch again to resume from {part.name}"
                 ) from None
-        got = sha256_of(part) if part.exists() else "nothing"
+        got = sha256_file(part) if part.exists() else "nothing"
         if got != f.sha256:
             part.unlink(missing_ok=True)
             raise DataError(
