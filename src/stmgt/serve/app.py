@@ -23,6 +23,7 @@ the row index and field of a bad observation).
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 import threading
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -429,6 +430,9 @@ def create_app(service: Service) -> FastAPI:
         out = [{"timestamp": _iso(from_seconds(t)), "node_id": n, "value": v} for n, t, v in rows[:limit]]
         return {"observations": out, "count": len(out), "truncated": len(rows) > limit}
 
+    _bodies: dict = {}  # encoded answers of recent GET /v1/forecast requests (insertion order: oldest first)
+    _bodies_lock = threading.Lock()
+
     @app.get("/v1/forecast", summary="Forecast from the latest window in the store")
     def get_forecast(model: str | None = None, nodes: str | None = None, steps: str | None = None,
                      quantiles: str | None = None):
@@ -440,7 +444,18 @@ def create_app(service: Service) -> FastAPI:
         except NotEnoughHistory as e:
             raise ApiError(409, str(e)) from None
         service.metrics.forecast(m.name, res["compute_ms"] / 1000, res["cached"])
-        return forecast_body(m, res, qs, sel_nodes, sel_steps)
+        # the JSON text of a cached forecast is kept too: encoding ~2,500 rows costs far more than a cache hit
+        key = (m.name, res["window_end"], res["issued_at"], res["cached"], tuple(qs), tuple(sel_nodes or ()),
+               tuple(sel_steps or ()))
+        with _bodies_lock:
+            body = _bodies.get(key)
+        if body is None:
+            body = json.dumps(forecast_body(m, res, qs, sel_nodes, sel_steps), separators=(",", ":")).encode()
+            with _bodies_lock:
+                _bodies[key] = body
+                while len(_bodies) > 64:
+                    _bodies.pop(next(iter(_bodies)))
+        return Response(body, media_type="application/json")
 
     @app.post("/v1/forecast", summary="Forecast from an explicit window of observations")
     def post_forecast(req: WindowRequest):
@@ -452,7 +467,8 @@ def create_app(service: Service) -> FastAPI:
         except StmgtError as e:
             raise ApiError(422, str(e)) from None
         service.metrics.forecast(m.name, res["compute_ms"] / 1000, False)
-        return forecast_body(m, res, qs, sel_nodes, sel_steps)
+        body = json.dumps(forecast_body(m, res, qs, sel_nodes, sel_steps), separators=(",", ":"))
+        return Response(body, media_type="application/json")
 
     @app.get("/v1/scores", summary="Live MAE per step and interval coverage of issued forecasts")
     def scores(model: str | None = None):
