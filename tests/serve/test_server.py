@@ -136,8 +136,35 @@ def test_replay_streams_a_dataset_into_the_service(served, panel, tmp_path, caps
         assert "stmgt_observations_ingested_total" in metrics
         assert httpx.get(f"{url}/").status_code == 200
         _dashboard_draws(url)
+        _chromium_draws(url, tmp_path)
     finally:
         stop(proc)
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run")
+
+
+def _chromium_draws(url, tmp_path):
+    """The dashboard in real headless Chromium (Debian's ``chromium``; `.ci/run` installs it where it can):
+    after its scripts ran against the live service, every road is drawn and coloured, the latest observation
+    and the model version are on screen; a screenshot is taken (docs/images/dashboard.png is one)."""
+    import re
+    import shutil
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("no chromium here (apt-get install chromium); the node stand-in DOM test ran")
+    run = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    dom = subprocess.run([*run, "--dump-dom", url + "/"], capture_output=True, text=True, timeout=120).stdout
+    svg = dom[dom.index('id="map"'):dom.index("</svg>", dom.index('id="map"'))]
+    assert svg.count("<circle") == 8  # one marker per road of the tiny city
+    assert len(re.findall(r'fill="rgb\(', svg)) >= 8  # coloured by the forecast
+    assert re.search(r'id="latest">\d{4}-\d\d-\d\dT', dom) and re.search(r'id="version">gru [0-9a-f]{12}', dom)
+    shot = tmp_path / "dashboard.png"
+    subprocess.run([*run, "--window-size=1280,800", f"--screenshot={shot}", url + "/"], capture_output=True,
+                   timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
 
 
 def test_cli_refusals(served, capsys):
