@@ -104,3 +104,22 @@ def test_float32_quantiles_are_monotone():
     d = _random(dtype=torch.float32)
     q = d.icdf(torch.linspace(0.05, 0.95, 19))
     assert (np.diff(q.numpy(), axis=-1) >= 0).all()
+
+
+def test_quantiles_in_tails_and_between_separated_modes_against_scipy():
+    """The bisection-then-Newton search stays exact where Newton alone would wander: far tails and
+    the flat valley between well-separated components."""
+    g = torch.Generator().manual_seed(3)
+    means = torch.tensor([[-30.0, -29.0, 0.0, 40.0, 41.0]], dtype=torch.float64) + torch.randn(6, 5, generator=g,
+                                                                                             dtype=torch.float64)
+    stds = torch.rand(6, 5, generator=g, dtype=torch.float64) * 2 + 0.05
+    d = GaussianMixture(means, stds, torch.randn(6, 5, generator=g, dtype=torch.float64))
+    # near 1, F(x) is resolved to float64 eps only (1e-16): 1 - 1e-7 keeps the root within 1e-8 for any method
+    levels = torch.tensor([1e-9, 1e-4, 0.2, 0.4, 0.6, 0.8, 1 - 1e-4, 1 - 1e-7], dtype=torch.float64)
+    q = d.icdf(levels)
+    w, mu, sd = d.weights.numpy(), d.means.numpy(), d.stds.numpy()
+    for i in range(6):
+        for k, lv in enumerate(levels.tolist()):
+            root = optimize.brentq(lambda x, i=i, lv=lv: (w[i] * stats.norm.cdf(x, mu[i], sd[i])).sum() - lv,
+                                   -200, 200, xtol=1e-13)
+            assert abs(q[i, k].item() - root) < 1e-8, (i, lv, q[i, k].item(), root)

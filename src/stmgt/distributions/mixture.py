@@ -99,12 +99,16 @@ class GaussianMixture(Distribution):
 
     # ------------------------------------------------------------------ quantiles, CRPS
     @torch.no_grad()
-    def icdf(self, q: float | Tensor, iters: int = 60) -> Tensor:
-        """Exact quantile(s) by bisection on the CDF.
+    def icdf(self, q: float | Tensor, halvings: int = 16, newton: int = 6) -> Tensor:
+        """Exact quantile(s): bisection on the CDF narrows a bracket, then Newton steps kept inside it.
 
         ``q`` a float gives ``[...]``; a 1-D tensor of ``Q`` levels gives ``[..., Q]``.
         The bracket ``[min mu - 12 max sigma, max mu + 12 max sigma]`` contains every quantile
-        in ``[1e-30, 1 - 1e-30]``; 60 halvings reach float64 resolution.
+        in ``[1e-30, 1 - 1e-30]``; ``halvings`` bisections shrink it 65,536-fold, then each Newton
+        step ``x - (F(x) - q) / f(x)`` converges quadratically (float64 resolution in three or
+        four). A step that would leave the current bracket (a flat tail, a density of 0) is
+        replaced by a bisection, and every CDF evaluation also shrinks the bracket, so the answer
+        is never worse than ``halvings + newton`` bisections. Computed in float64.
         """
         scalar = not torch.is_tensor(q) or q.dim() == 0
         levels = torch.as_tensor(q, dtype=torch.float64, device=self.means.device).reshape(-1)
@@ -116,13 +120,24 @@ class GaussianMixture(Distribution):
         lo = lo.expand(*lo.shape[:-1], levels.numel()).clone()  # [..., Q]
         hi = hi.expand_as(lo).clone()
         mu, sd, w = mu.unsqueeze(-2), sd.unsqueeze(-2), w.unsqueeze(-2)  # [..., 1, K]
-        for _ in range(iters):
+        for _ in range(halvings):
             mid = 0.5 * (lo + hi)
             c = (w * _Phi((mid.unsqueeze(-1) - mu) / sd)).sum(-1)  # [..., Q]
             below = c < levels
             lo = torch.where(below, mid, lo)
             hi = torch.where(below, hi, mid)
-        out = (0.5 * (lo + hi)).to(self.means.dtype)
+        x = 0.5 * (lo + hi)
+        for _ in range(newton):
+            z = (x.unsqueeze(-1) - mu) / sd  # [..., Q, K]
+            c = (w * _Phi(z)).sum(-1)  # F(x)
+            f = (w * _phi(z) / sd).sum(-1)  # F'(x)
+            below = c < levels
+            lo = torch.where(below, x, lo)
+            hi = torch.where(below, hi, x)
+            step = x - (c - levels) / f
+            inside = (step >= lo) & (step <= hi)  # False for NaN/inf too
+            x = torch.where(inside, step, 0.5 * (lo + hi))
+        out = x.to(self.means.dtype)
         return out[..., 0] if scalar else out
 
     quantile = icdf
