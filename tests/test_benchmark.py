@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from stmgt.cli import main
 
 
@@ -73,6 +75,7 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
     assert "--config " + str(cfg) in (tmp_path / "tiny.md").read_text()
 
 
+@pytest.mark.slow
 def test_bench_reports_both_precisions_with_their_peak(capsys):
     assert main(["bench", "--nodes", "6", "--batch", "2", "--steps", "1", "--precision", "both", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -56,6 +56,7 @@ def _run(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
 
 
+@pytest.mark.slow
 def test_documented_imports_in_a_fresh_process():
     """The imports of ``stmgt``'s docstring, after the submodule ``stmgt.training.fit`` was imported."""
     out = _run(

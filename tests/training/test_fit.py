@@ -53,6 +53,7 @@ def test_freed_memory_is_kept_unless_the_model_saves_memory():
     assert not keeps_freed_memory(cfg(train={"keep_freed_memory": False}))
 
 
+@pytest.mark.slow
 def test_training_json_records_epochs_best_epoch_and_why_training_stopped(tmp_path):
     """The best epoch and stop reason are read back against history.csv, the independent record."""
     import csv
