@@ -22,6 +22,16 @@ def test_yaml_round_trip_and_overrides(tmp_path):
     assert load_config(tmp_path / "out.yaml") == c
 
 
+def _one_line_error(tmp_path, text: str, message: str):
+    """The config ``text`` refused by ``load_config`` with ``message`` on one line; the file's path."""
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    return p
+
+
 @pytest.mark.parametrize("text, message", [
     ("train:\n  lr: -1\n", "train.lr: must be > 0 (got -1)"),
     ("model:\n  hiden: 64\n", "model.hiden: unknown key"),
@@ -32,11 +42,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
     ("- 1\n- 2\n", "top level must be a mapping"),
 ])
 def test_bad_config_gives_one_line_message(tmp_path, text, message):
-    p = tmp_path / "bad.yaml"
-    p.write_text(text)
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert message in str(e.value) and "\n" not in str(e.value)
+    _one_line_error(tmp_path, text, message)
 
 
 def test_missing_config_file(tmp_path):
@@ -80,11 +86,7 @@ def test_evaluate_prints_the_horizons_a_short_horizon_run_has():
     ("model:\n  dropout: 1\n", "bad.yaml: model.dropout: must be < 1 (got 1)"),
 ])
 def test_malformed_sections_and_yaml_give_one_line_messages(tmp_path, text, message):
-    p = tmp_path / "bad.yaml"
-    p.write_text(text)
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert message in str(e.value) and "\n" not in str(e.value)
+    p = _one_line_error(tmp_path, text, message)
     # the same with command-line overrides on top (they used to crash on a list or scalar section)
     with pytest.raises(ConfigError) as e:
         load_config(p, {"model.name": "gru", "data.synthetic.nodes": 8}, {"model.name": "--model"})

@@ -12,7 +12,6 @@ request recompute.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from stmgt.errors import DataError, RunError, StmgtError
+from stmgt.paths import sha256_file
 from stmgt.predict import MIN_COVERAGE, QUANTILES, forecast_table, panel_from_frame
 from stmgt.run import Run
 from stmgt.serve.store import STORED_QUANTILES, Store, from_seconds, to_seconds
@@ -64,11 +64,7 @@ def model_version(run_dir: Path) -> str:
     for name in ("model.safetensors", "training.json", "config.yaml"):
         p = Path(run_dir) / name
         if p.is_file():
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            return h.hexdigest()[:12]
+            return sha256_file(p)[:12]
     raise RunError(f"{run_dir}: no model.safetensors; is this a finished `stmgt train` run folder?")
 
 
