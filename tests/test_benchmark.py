@@ -9,7 +9,7 @@ from stmgt.cli import main
 
 def test_benchmark_writes_json_and_mean_std_table(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8, heads: 2}\n"
+    cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8}\n"
                    "train: {batch_size: 32, num_threads: 1}\n")
     argv = ["benchmark", "--models", "last_value", "historical_average", "gru", "--seeds", "2", "--max-epochs", "1",
             "--config", str(cfg), "--out", str(tmp_path), "--name", "tiny"]
@@ -54,7 +54,7 @@ def test_benchmark_leaves_a_run_another_process_holds_and_merges_results(tmp_pat
 
 def test_benchmark_config_gives_each_model_its_own_settings_and_records_training(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8, heads: 2}\n"
+    cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8, layers: 1}\n"
                    "train: {batch_size: 32, num_threads: 1, max_epochs: 2}\n"
                    "models:\n  gru: {train: {lr: 0.0042}, model: {dropout: 0.05}}\n"
                    "  gru_wide: {model: {name: gru, hidden: 12}}\n")
@@ -67,9 +67,13 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
     stid = Run(tmp_path / "runs" / "tiny" / "stid" / "seed0").config()
     assert (gru.train.lr, gru.model.dropout) == (0.0042, 0.05)
     assert (stid.train.lr, stid.model.dropout) == (0.001, 0.2)  # the shared defaults
+    # the shared model section: each model takes the settings it has (GRU's layers are not STID's)
+    assert (gru.model.hidden, gru.model.layers, stid.model.hidden) == (8, 1, 8) and not hasattr(stid.model, "layers")
     wide = Run(tmp_path / "runs" / "tiny" / "gru_wide" / "seed0").config()
     assert (wide.model.name, wide.model.hidden, wide.train.lr) == ("gru", 12, 0.001)
     assert main(argv[:2] + ["nonsense"] + argv[5:]) == 2  # neither a model nor a variant: one-line error
+    cfg.write_text("model: {hiden: 8}\n")
+    assert main(argv) == 2  # a shared setting no model has: one-line error before anything trains
     run = json.loads((tmp_path / "tiny.json").read_text())["runs"]["gru/seed0"]
     assert run["epochs"] == 2 and run["stop_reason"] == "max_epochs" and run["best_epoch"] in (1, 2)
     assert "--config " + str(cfg) in (tmp_path / "tiny.md").read_text()

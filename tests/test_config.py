@@ -164,6 +164,7 @@ def test_yaml_booleans_and_non_finite_numbers_are_refused_everywhere(tmp_path, t
 def test_every_number_field_refuses_booleans():
     """The rule covers every int/float field of every section, nested ones included (and overrides)."""
     from stmgt.config import Config, _Section
+    from stmgt.registry import config_class, model_names
 
     def numbers(cls, prefix=""):
         for name, f in cls.model_fields.items():
@@ -178,6 +179,12 @@ def test_every_number_field_refuses_booleans():
     for key in keys:
         with pytest.raises(ConfigError, match=f"{key}: expected a number"):
             load_config(None, {key: True})
+    for name in model_names():  # each model's own settings
+        model_keys = list(numbers(config_class(name), "model."))
+        assert "model.min_std" in model_keys
+        for key in model_keys:
+            with pytest.raises(ConfigError, match=f"{key}: expected a number"):
+                load_config(None, {"model.name": name, key: True})
 
 
 def test_numpy_values_read_as_plain_numbers_in_messages():

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from stmgt.config import ModelConfig
+from stmgt.config import ModelConfig, model_config
 from stmgt.models import DataInfo, build_model
 from stmgt.runtime import keep_freed_memory
 from stmgt.testing import make_batch
@@ -67,7 +67,8 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
         keep_freed_memory()
 
     torch.manual_seed(0)
-    cfg = cfg or ModelConfig(name=model_name, checkpoint=checkpoint, checkpoint_chunk=1 if checkpoint else None)
+    memory = {"checkpoint": True, "checkpoint_chunk": 1} if checkpoint else {}  # (an STMGT setting)
+    cfg = cfg or model_config(model_name, **memory)
     info = DataInfo(num_nodes=nodes, weather_dim=3, history=history, horizon=horizon)
     model = build_model(cfg, info).to(device)
     ei = torch.from_numpy(synthetic_graph(nodes, seed=0).edge_index).to(device)

@@ -20,11 +20,13 @@ import json
 import time
 from pathlib import Path
 
-from stmgt.config import MODEL_NAMES, load_config, read_yaml
+from stmgt.config import load_config, read_yaml, settings_of
 from stmgt.data.source import load_source
 from stmgt.errors import ConfigError
 from stmgt.evaluation.evaluate import forecast_split
+from stmgt.evaluation.horizons import reported_horizons
 from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_markdown
+from stmgt.registry import MODELS, config_class
 from stmgt.training.fit import fit
 
 PROTOCOLS = {
@@ -80,7 +82,7 @@ def result_name(data: str, protocol: str = "standard", name: str | None = None) 
     return name or (stem if protocol == "standard" else f"{stem}_{protocol}")
 
 
-def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]]:
+def per_model_overrides(config: str | None) -> tuple[dict, dict[str, dict]]:
     """Split a benchmark config into the shared part and its ``models:`` section.
 
     A benchmark config is a normal config plus an optional ``models:`` mapping of model name ->
@@ -88,25 +90,24 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
     that is not a model is a *variant* (an ablation row) and says which model it is::
 
         train: {max_epochs: 100, patience: 10}
+        model: {hidden: 64}            # each benchmarked model that has a setting takes it
         models:
           stid: {train: {lr: 0.002}, model: {dropout: 0.15}}
           stmgt_flat: {model: {name: stmgt, decoder: flat}}
 
-    Returns the path of a config without ``models:`` (a temporary file when there was one; the
-    original path otherwise) and ``{model: {"train.lr": 0.002, ...}}``.
+    Returns the config without ``models:`` (a dict; empty for no config) and
+    ``{model: {"train.lr": 0.002, ...}}``.
     """
     if config is None:
-        return None, {}
-    import atexit
-    import tempfile
-
-    import yaml
-
+        return {}, {}
     p = Path(config)
-    raw = read_yaml(p) or {}  # one-line errors for a missing, non-UTF-8 or invalid file
-    if not isinstance(raw, dict) or "models" not in raw:
-        return config, {}
-    models = raw.pop("models") or {}
+    raw = read_yaml(p)  # one-line errors for a missing, non-UTF-8 or invalid file
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, dict):
+        got = "a list" if isinstance(raw, list) else f"{type(raw).__name__} {raw!r}"
+        raise ConfigError(f"{p}: the top level must be a mapping with data, model and train sections, not {got}")
+    models = raw.pop("models", None) or {}
     if not isinstance(models, dict):
         raise ConfigError(f"{p}: models: must map model names to settings")
     flat: dict[str, dict] = {}
@@ -118,11 +119,25 @@ def per_model_overrides(config: str | None) -> tuple[str | None, dict[str, dict]
             if not isinstance(values, dict):
                 raise ConfigError(f"{p}: models.{name}.{section}: must be a mapping")
             flat[name].update({f"{section}.{k}": v for k, v in values.items()})
-    tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix=p.stem + "-", delete=False)
-    with tmp:
-        yaml.safe_dump(raw, tmp)
-    atexit.register(Path(tmp.name).unlink, missing_ok=True)
-    return tmp.name, flat
+    return raw, flat
+
+
+def model_of(entry: str, overrides: dict[str, dict], shown_config: str | None) -> str:
+    """The registered model a ``--models`` entry trains: itself, or the ``model.name`` of its variant."""
+    name = overrides.get(entry, {}).get("model.name", entry)
+    if name not in MODELS:
+        raise ConfigError(f"{entry!r} is neither a model ({', '.join(MODELS)}) nor a variant with a"
+                          f" model.name under models: in {shown_config or 'the config'}")
+    return name
+
+
+def shared_for(base: dict, model: str) -> dict:
+    """The benchmark config for one model: the shared ``model`` section reduced to that model's settings."""
+    shared = base.get("model")
+    if not isinstance(shared, dict):
+        return base
+    own = config_class(model).model_fields
+    return {**base, "model": {k: v for k, v in shared.items() if k in own and k != "name"}}
 
 
 def training_table_markdown(runs: dict) -> str:
@@ -146,10 +161,18 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     the message for a bad value (:func:`~stmgt.config.load_config`)."""
     out = Path(out)
     shown_config = config
-    config, overrides = per_model_overrides(config)
+    base_raw, overrides = per_model_overrides(config)
+    trains = {entry: model_of(entry, overrides, shown_config) for entry in models}  # every entry checked first
+    shared = base_raw.get("model") if isinstance(base_raw.get("model"), dict) else {}
+    for key in shared:  # each model takes the shared settings it has; a key no model has is a mistake
+        if key != "name" and not settings_of(key):
+            raise ConfigError(f"{shown_config}: model.{key}: not a setting of any model (`stmgt models NAME`"
+                              " lists a model's settings)")
+    for model in sorted(set(trains.values())):  # the shared values themselves, before any variant overrides them
+        load_config(config, {"model.name": model}, shown_as=shown_config, raw=shared_for(base_raw, model))
     base = {**PROTOCOLS[protocol], "data.source": data, "data.format": data_format, "train.max_epochs": max_epochs,
             "train.progress": False}
-    cfg0 = load_config(config, base, options, shown_as=shown_config)
+    cfg0 = load_config(config, base, options, shown_as=shown_config, raw={**base_raw, "model": {}})
     panel = load_source(cfg0.data)
     name = result_name(data, protocol, name)
     path = out / f"{name}.json"
@@ -165,11 +188,8 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
             if claim is None:
                 continue  # another process is training this run
             own = overrides.get(model, {})
-            if model not in MODEL_NAMES and "model.name" not in own:
-                raise ConfigError(f"{model!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a variant with a"
-                                  f" model.name under models: in {shown_config or 'the config'}")
-            cfg = load_config(config, {**base, "model.name": model, **own, "train.seed": seed}, options,
-                              shown_as=shown_config)
+            cfg = load_config(config, {**base, "model.name": trains[model], **own, "train.seed": seed}, options,
+                              shown_as=shown_config, raw=shared_for(base_raw, trains[model]))
             t0 = time.perf_counter()
             with claim:
                 (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock
@@ -187,7 +207,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     rows = {}
     for key, m in res["runs"].items():
         rows.setdefault(key.split("/")[0], []).append(m)
-    horizons = (3,) if protocol == "tgcn" else (3, 6, 12)
+    horizons = reported_horizons(cfg0.data.horizon)
     by_seeds: dict[int, list[str]] = {}  # one command per number of seeds the table holds
     for model, runs in rows.items():
         by_seeds.setdefault(len(runs), []).append(model)

@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from stmgt.config import MODEL_NAMES
+from stmgt.config import DataConfig, SyntheticConfig, TrainConfig
 from stmgt.errors import StmgtError, one_line_warnings
+from stmgt.registry import DEFAULT_MODEL, model_names
 
 EPILOG = """examples:
   stmgt demo --out runs/demo                          train, evaluate and forecast on the synthetic city
@@ -24,7 +25,15 @@ EPILOG = """examples:
   stmgt evaluate runs/stmgt --json
   stmgt predict runs/stmgt --input recent.csv --output forecast.csv
   stmgt serve runs/demo                               (then: stmgt replay synthetic --to http://127.0.0.1:8000)
+  stmgt models gwnet                                  a model's settings (the config's model section)
 """
+
+
+def _default(section, key: str) -> str:
+    """A config setting's default as help text shows it (``100``), read from the config class."""
+    value = section.model_fields[key].default
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -32,17 +41,19 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "(defaults: the original STMGT design's)")
     p.add_argument("--data", help="'synthetic' (default) or a dataset folder/file")
     p.add_argument("--format", help="force the dataset format (tgcn, metr, pems, hcmc, i94, montevideo, city, panel)")
-    p.add_argument("--model", help="model name: stmgt (default), stmamba, gru, gwnet, stid, last_value, "
-                                    "historical_average")
-    p.add_argument("--max-epochs", type=int, help="at most this many epochs (default 100)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--history", type=int, help="input steps (default 12)")
-    p.add_argument("--horizon", type=int, help="forecast steps (default 12)")
-    p.add_argument("--batch-size", type=int, help="windows per batch (default 32)")
-    p.add_argument("--devices", type=int, help="processes/devices for data-parallel training (default 1)")
-    p.add_argument("--accelerator", choices=["cpu", "gpu", "cuda", "auto"], help="default cpu")
-    p.add_argument("--nodes", type=int, help="synthetic city: sensor locations (default 62)")
-    p.add_argument("--days", type=float, help="synthetic city: days of data (default 28)")
+    p.add_argument("--model", help=f"model name: {', '.join(model_names())} (default {DEFAULT_MODEL});"
+                                    " `stmgt models NAME` lists a model's settings")
+    p.add_argument("--max-epochs", type=int, help=f"at most this many epochs (default {_default(TrainConfig, 'max_epochs')})")
+    p.add_argument("--seed", type=int, help=f"random seed (default {_default(TrainConfig, 'seed')})")
+    p.add_argument("--history", type=int, help=f"input steps (default {_default(DataConfig, 'history')})")
+    p.add_argument("--horizon", type=int, help=f"forecast steps (default {_default(DataConfig, 'horizon')})")
+    p.add_argument("--batch-size", type=int, help=f"windows per batch (default {_default(TrainConfig, 'batch_size')})")
+    p.add_argument("--devices", type=int,
+                   help=f"processes/devices for data-parallel training (default {_default(TrainConfig, 'devices')})")
+    p.add_argument("--accelerator", choices=["cpu", "gpu", "cuda", "auto"],
+                   help=f"default {_default(TrainConfig, 'accelerator')}")
+    p.add_argument("--nodes", type=int, help=f"synthetic city: sensor locations (default {_default(SyntheticConfig, 'nodes')})")
+    p.add_argument("--days", type=float, help=f"synthetic city: days of data (default {_default(SyntheticConfig, 'days')})")
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -137,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="result file stem (default: the dataset folder name)")
 
     b = sub.add_parser("bench", help="training/inference speed, FLOPs and memory on a scaled synthetic graph")
-    b.add_argument("--model", default="stmgt", choices=MODEL_NAMES)
+    b.add_argument("--model", default=DEFAULT_MODEL, choices=model_names())
     b.add_argument("--nodes", type=int, default=62)
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--history", type=int, default=12)
@@ -185,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--nodes", type=int, default=62, help="synthetic city: sensor locations (default 62)")
     y.add_argument("--days", type=float, default=28, help="synthetic city: days of data (default 28)")
     y.add_argument("--seed", type=int, default=0, help="synthetic city: seed (default 0)")
+
+    o = sub.add_parser("models", help="the models, or one model's settings with their defaults")
+    o.add_argument("name", nargs="?", help="a model name: print its settings (the config's model section)")
+    o.add_argument("--yaml", action="store_true", help="print the settings as a YAML model section to edit")
 
     m = sub.add_parser("demo", help="the main job: synthetic city -> train -> evaluate -> forecast")
     m.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
@@ -239,7 +254,7 @@ def _cmd_train(a) -> int:
                          if not a.resume else f"--resume {a.resume}: not in a RUN_DIR/checkpoints folder; name"
                          " the run folder to write with --out")
     config = a.config or (str(source / "config.yaml") if source is not None else None)
-    cfg = load_config(config, _overrides(a), _OPTIONS)
+    cfg = load_config(config, _overrides(a), _OPTIONS, saved_run=a.config is None and source is not None)
     t0 = time.perf_counter()
     run = fit(cfg, out, resume=a.resume, overwrite=a.overwrite)
     print(f"trained {cfg.model.name} in {time.perf_counter() - t0:.0f}s -> {run.dir}")
@@ -311,6 +326,35 @@ def _cmd_bench(a) -> int:
         res = bench(a.model, a.nodes, a.batch, a.history, a.horizon, a.device, a.steps, precision, a.compile,
                     checkpoint=a.checkpoint, keep_memory=not a.return_memory)
         print(json.dumps(res) if a.json else ("\n" if i else "") + "\n".join(f"{k}: {v}" for k, v in res.items()))
+    return 0
+
+
+def _cmd_models(a) -> int:
+    from stmgt.registry import MODELS, model_class
+
+    if not a.name:
+        width = max(map(len, MODELS))
+        for name in MODELS:
+            print(f"{name:<{width}}  {model_class(name).paper}")
+        print(f"\n`stmgt models NAME` lists a model's settings; set them under the config's model section.")
+        return 0
+    if a.name not in MODELS:
+        raise StmgtError(f"no model {a.name!r}; the models are {', '.join(MODELS)}")
+    import yaml
+
+    from stmgt.config import model_config
+
+    cls = model_class(a.name)
+    defaults = model_config(a.name).model_dump(mode="json")
+    if a.yaml:
+        print(yaml.safe_dump({"model": defaults}, sort_keys=False), end="")
+        return 0
+    print(f"{a.name}: {cls.paper}\nsettings of the config's model section (default, meaning):")
+    rows = [(k, json.dumps(defaults[k]), " ".join((f.description or "").split()))
+            for k, f in cls.Config.model_fields.items() if k != "name"]
+    kw, vw = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for key, value, what in rows:
+        print(f"  {key:<{kw}}  {value:<{vw}}  {what}")
     return 0
 
 
@@ -387,7 +431,7 @@ def _cmd_replay(a) -> int:
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "calibrate": _cmd_calibrate, "benchmark": _cmd_benchmark,
-            "bench": _cmd_bench, "demo": _cmd_demo, "serve": _cmd_serve, "replay": _cmd_replay}
+            "bench": _cmd_bench, "models": _cmd_models, "demo": _cmd_demo, "serve": _cmd_serve, "replay": _cmd_replay}
 
 
 def _os_error(e: OSError) -> str:

@@ -9,21 +9,24 @@ patience 10.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
 
 from stmgt.errors import ConfigError, plain
+from stmgt.registry import DEFAULT_MODEL, MODELS, config_class, model_names
 
-MODEL_NAMES = ("stmgt", "stmamba", "last_value", "historical_average", "gru", "gwnet", "stid")
 
 
 class _Section(BaseModel):
     # no inf/NaN in any number (lr: .inf trained an all-NaN model and exited 0)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -59,6 +62,9 @@ class DataConfig(_Section):
     horizon: int = Field(12, ge=1)
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     synthetic: SyntheticConfig = SyntheticConfig()
+    options: dict[str, str | int | float | bool | None] = {}
+    """Options of the dataset's loader, e.g. ``{interval: 5min, dayfirst: true}`` for your own city; checked
+    against the options of the loader the data needs when it is loaded (``stmgt data check --help``)."""
 
     @field_validator("split")
     @classmethod
@@ -69,69 +75,30 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal[MODEL_NAMES] = "stmgt"
-    hidden: int = Field(96, ge=4)
-    blocks: int = Field(3, ge=1)
-    heads: int = Field(4, ge=1)
-    mixtures: int = Field(5, ge=1)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    drop_edge: float = Field(0.05, ge=0, lt=1)
+    """The ``model`` section: ``name`` picks a model of :mod:`stmgt.registry`, and the other keys are
+    that model's own settings, a subclass of this class kept beside the model (``STMGTConfig`` in
+    ``stmgt/models/stmgt.py``, ...). A setting of another model is refused with a one-line error naming
+    the models it belongs to. ``stmgt models NAME`` lists a model's settings with their defaults."""
+
+    name: str = DEFAULT_MODEL
+    """The model (``stmgt models`` lists them)."""
     min_std: float = Field(0.01, gt=0)
+    """Floor on every forecast standard deviation (scaled units)."""
+
+
+class NeuralModelConfig(ModelConfig):
+    """Settings every trained network with the Gaussian-mixture head shares."""
+
+    hidden: int = Field(96, ge=4)
+    """Feature size ``D`` (for the baselines: features per horizon step given to the head)."""
+    mixtures: int = Field(5, ge=1)
+    """Gaussian-mixture components ``K`` of the head."""
+    dropout: float = Field(0.2, ge=0, lt=1)
+    """Dropout probability."""
     max_std: float | None = Field(10.0, gt=0)
     """Upper bound on each component's std (scaled units; None: unbounded). The variance regulariser
     pushes every log std up, and a component whose weight has gone to ~0 gets no pull back from the
     NLL, so without a bound its std grows without limit (seen: 5e5 km/h at weight 2e-4)."""
-    spatial: bool = True
-    """Spatial branch on (False: ablation without the graph)."""
-    weather: Literal["cross", "document", "none"] = "cross"
-    """Weather block: our cross-attention over weather tokens, the original design's degenerate form
-    (``document``; see ``docs/design.md``, departure 1), or none."""
-    weather_forecast: bool = False
-    """Let the weather block see the horizon's weather (a weather forecast; the panel's values)."""
-    calendar: bool = True
-    """Time-of-day and day-of-week embeddings in the input embedding."""
-    window_embedding: bool = False
-    """Add to every step a linear embedding of the road's whole history window (STID's series embedding)."""
-    node_embedding: bool = False
-    """A learned per-node embedding in the input embedding."""
-    input_norm: bool = True
-    """LayerNorm over the input embedding (the original design's). A LayerNorm of a linear map of one
-    reading saturates: large and very large readings map to nearly the same token. False keeps the
-    reading's scale in the token, as STID and STAEformer do."""
-    fused_attention: bool = True
-    """GATv2's edge operations in compiled CPU kernels (:mod:`stmgt.kernels`): the same numbers with
-    only node-level features kept (3.5x faster graph attention at 207 roads; False: plain PyTorch)."""
-    checkpoint: bool = False
-    """Recompute each block's activations in the backward pass (less memory, ~1/3 more time): large graphs."""
-    checkpoint_chunk: int | None = Field(None, ge=1)
-    """With ``checkpoint``: run each block over chunks of this many samples (bounds memory on huge graphs)."""
-    decoder: Literal["projection", "flat"] = "projection"
-    """From history to horizon steps: ``projection``, one learned weight per (horizon, history) step
-    shared by all features; ``flat``, each horizon step regressed from the node's whole flattened
-    history (STAEformer's output layer)."""
-    horizon_calendar: bool = False
-    """Give each forecast step its own time of day, day of week and the road's identity before the
-    head (:class:`~stmgt.nn.horizon_calendar.HorizonCalendar`)."""
-    anchor_last: bool = True
-    """Mixture means are offsets from each node's last observed reading (False: the original design's head)."""
-    # STMamba
-    d_state: int = Field(16, ge=1)
-    d_conv: int = Field(4, ge=1)
-    expand: int = Field(2, ge=1)
-    gat_v2: bool = False
-    scan: Literal["auto", "compiled", "chunked", "sequential", "mambapy", "cuda"] = "auto"
-    """STMamba's selective scan: "auto" runs the compiled CPU kernel on CPU tensors when it can be
-    built here (g++ and ninja; built once) and the plain-PyTorch "chunked" scan otherwise."""
-    node_chunk: int | None = Field(None, ge=1)
-    """STMamba: run the Mamba phase over chunks of this many node sequences (bounds memory)."""
-    graph_chunk: int | None = Field(None, ge=1)
-    """STMamba: run the graph phase over chunks of this many (sample, step) graphs, recomputed in backward."""
-
-    @model_validator(mode="after")
-    def _heads(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
-        return self
 
 
 class TrainConfig(_Section):
@@ -173,10 +140,31 @@ class TrainConfig(_Section):
     history 288, batch 8, both chunks: 12.0 GiB kept vs 6.1 GiB returned, 100 s vs 140 s a step)."""
 
 
+class _ModelName(_Section):
+    name: Literal[tuple(MODELS)] = DEFAULT_MODEL  # type: ignore[valid-type]
+
+
+def model_config(name: str = DEFAULT_MODEL, **settings) -> ModelConfig:
+    """The validated settings of the model ``name`` (its defaults, updated with ``settings``):
+    ``model_config("gwnet", dropout=0.3)``. Imports the model's module."""
+    return make_config({"model": {"name": name, **settings}}, where="model_config()").model
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
+    model: SerializeAsAny[ModelConfig] = Field(default_factory=model_config)
     train: TrainConfig = TrainConfig()
+
+    @field_validator("model", mode="wrap")
+    @classmethod
+    def _model(cls, v, handler):
+        """A mapping is validated as the settings of the model it names (``stmgt`` when it names none)."""
+        if v is None:
+            v = {}
+        if isinstance(v, dict):
+            name = _ModelName.model_validate({"name": v.get("name", DEFAULT_MODEL)}).name
+            return config_class(name).model_validate({**v, "name": name})
+        return handler(v)
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -193,10 +181,22 @@ def _kind(v) -> str:
     return "empty" if v is None else type(v).__name__
 
 
-def _section_at(loc: tuple) -> type[BaseModel] | None:
-    """The section class at ``loc`` (``()`` is the top level, ``("data", "synthetic")`` SyntheticConfig)."""
+def _chosen_model(raw) -> str | None:
+    """The model a raw config names (``stmgt`` when it names none; None when the name is unknown)."""
+    section = raw.get("model") if isinstance(raw, dict) else None
+    name = section.get("name", DEFAULT_MODEL) if isinstance(section, dict) else DEFAULT_MODEL
+    return name if isinstance(name, str) and name in MODELS else None
+
+
+def _section_at(loc: tuple, raw=None) -> type[BaseModel] | None:
+    """The section class at ``loc`` (``()`` is the top level, ``("data", "synthetic")`` SyntheticConfig,
+    ``("model",)`` the settings class of the model ``raw`` names)."""
     cls: type[BaseModel] = Config
-    for part in loc:
+    for i, part in enumerate(loc):
+        if i == 0 and part == "model":
+            name = _chosen_model(raw)
+            cls = config_class(name) if name else ModelConfig
+            continue
         field = cls.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
@@ -205,19 +205,27 @@ def _section_at(loc: tuple) -> type[BaseModel] | None:
     return cls
 
 
+def settings_of(key: str) -> list[str]:
+    """The models that have the setting ``key`` (imports every model's module)."""
+    return [name for name in model_names() if key in config_class(name).model_fields]
+
+
 _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
            "less_than_equal": ("le", "<=")}
 
 
-def _message(e: dict) -> str:
+def _message(e: dict, raw=None) -> str:
     """One pydantic error as ``must be >= 1 (got 0)``, ``unknown key (did you mean hidden?)``, ..."""
     loc, got, kind = e["loc"], e.get("input"), e["type"]
     if kind == "extra_forbidden":
-        section = _section_at(loc[:-1])
+        section = _section_at(loc[:-1], raw)
         known = list(section.model_fields) if section else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         if not loc[:-1]:
             return f"unknown section (the sections are {', '.join(known)})"
+        if loc[:-1] == ("model",) and (owners := settings_of(str(loc[-1]))):
+            return (f"not a setting of {_chosen_model(raw)} (it is a setting of {', '.join(owners)};"
+                    f" `stmgt models {_chosen_model(raw)}` lists {_chosen_model(raw)}'s)")
         return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
     if kind == "model_type":
         return f"must be a section of `key: value` lines, not {_kind(got)}" + (
@@ -231,7 +239,7 @@ def _message(e: dict) -> str:
     return msg + ("" if isinstance(got, dict) or "got " in msg else f" (got {plain(got)})")
 
 
-def _one_line(err: ValidationError, where: str, options: dict[str, str] | None = None) -> str:
+def _one_line(err: ValidationError, where: str, options: dict[str, str] | None = None, raw=None) -> str:
     """``where: data.horizon: must be >= 1 (got 0)``, or ``--horizon: must be >= 1 (got 0)`` when the value
     came from the command-line option that ``options`` maps ``data.horizon`` to."""
     in_file, from_cli = [], []
@@ -239,24 +247,44 @@ def _one_line(err: ValidationError, where: str, options: dict[str, str] | None =
     for e in errors[:3]:
         loc = ".".join(str(x) for x in e["loc"])
         if options and loc in options:
-            from_cli.append(f"{options[loc]}: {_message(e)}")
+            from_cli.append(f"{options[loc]}: {_message(e, raw)}")
         else:
-            in_file.append(f"{loc or '(top level)'}: {_message(e)}")
+            in_file.append(f"{loc or '(top level)'}: {_message(e, raw)}")
     parts = from_cli + ([f"{where}: " + "; ".join(in_file)] if in_file else [])
     more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return "; ".join(parts) + more
 
 
-def make_config(data: dict | None = None, where: str = "config", options: dict[str, str] | None = None) -> Config:
+def _from_flat_model_section(data: dict) -> dict:
+    """A config whose ``model`` section was written when every model shared one flat section of settings
+    (run folders saved before per-model settings: they hold every model's keys), reduced to the keys its
+    model read then: all of its own for STMGT and STMamba, the shared ones for the others (whose own
+    settings did not exist; Graph WaveNet's ``blocks`` then was STMGT's, unread)."""
+    section = data.get("model") if isinstance(data, dict) else None
+    name = _chosen_model(data)
+    if not isinstance(section, dict) or name is None:
+        return data
+    own = config_class(name).model_fields
+    if all(k in own for k in section):
+        return data  # written with per-model settings
+    read = own if name in ("stmgt", "stmamba") else NeuralModelConfig.model_fields
+    return {**data, "model": {k: v for k, v in section.items() if k in own and k in read}}
+
+
+def make_config(data: dict | None = None, where: str = "config", options: dict[str, str] | None = None,
+                *, saved_run: bool = False) -> Config:
     """Validate a nested dict into a :class:`Config` (one-line :class:`ConfigError` on failure).
 
     ``options`` maps dotted keys to the command-line options that set them (``{"data.horizon": "--horizon"}``):
-    a bad value there is blamed on the option, any other on ``where`` (the file).
+    a bad value there is blamed on the option, any other on ``where`` (the file). ``saved_run``: ``data`` is a
+    run folder's ``config.yaml``, which may come from a version with one flat model section for every model.
     """
+    if saved_run:
+        data = _from_flat_model_section(data)
     try:
         return Config.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigError(_one_line(e, where, options)) from None
+        raise ConfigError(_one_line(e, where, options, data)) from None
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> object:
@@ -291,16 +319,21 @@ def read_yaml(path: str | Path, what: str = "config file") -> object:
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None,
-                options: dict[str, str] | None = None, *, shown_as: str | None = None) -> Config:
+                options: dict[str, str] | None = None, *, shown_as: str | None = None,
+                saved_run: bool = False, raw: dict | None = None) -> Config:
     """Read a YAML config (or the defaults) and apply ``overrides`` given as ``{"train.seed": 1}``.
 
     ``options`` maps override keys to the command-line options they came from (``{"train.seed": "--seed"}``),
-    so that a bad value is blamed on the option rather than on the file; ``shown_as`` names the file in messages
-    (the user's file when ``path`` is a temporary copy of it).
+    so that a bad value is blamed on the option rather than on the file; ``shown_as`` names the file in messages;
+    ``saved_run``: ``path`` is a run folder's ``config.yaml`` (see :func:`make_config`); ``raw``: the file's
+    content, already read (``path`` then only names it).
     """
-    raw: dict = {}
     where = shown_as or (str(path) if path is not None else "config")
-    if path is not None:
+    if raw is not None:
+        raw = copy.deepcopy(raw)
+    elif path is None:
+        raw = {}
+    else:
         raw = read_yaml(path)
         if raw is None:
             raw = {}  # an empty file: the defaults
@@ -320,4 +353,5 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None,
                                   f" not {_kind(d[k])} ({plain(d[k])})")
             d = d[k]
         d[last] = value
-    return make_config(raw, where, {k: v for k, v in (options or {}).items() if (overrides or {}).get(k) is not None})
+    return make_config(raw, where, {k: v for k, v in (options or {}).items() if (overrides or {}).get(k) is not None},
+                       saved_run=saved_run)

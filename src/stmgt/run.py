@@ -223,7 +223,7 @@ class Run:
         return p
 
     def config(self) -> Config:
-        return load_config(self._need("config.yaml"))
+        return load_config(self._need("config.yaml"), saved_run=True)
 
     def meta(self) -> dict:
         """``data.json`` (scalers, node ids, sizes), checked to be a JSON object with the keys runs need."""

@@ -98,7 +98,7 @@ def test_los_loop_style_split_gets_weekday_weekend_embeddings(tmp_path):
     """A 7-day panel starting on a Thursday, split 70/10/20: the run records weekday/weekend classes and
     the model's day-of-week embedding has two rows, both trained."""
 
-    from stmgt.config import ModelConfig
+    from stmgt.config import model_config
     from stmgt.data.synthetic import synthetic_city
     from stmgt.data.windows import PanelData
     from stmgt.models import build_model
@@ -108,7 +108,7 @@ def test_los_loop_style_split_gets_weekday_weekend_embeddings(tmp_path):
     data = PanelData(panel, 12, 12, (0.7, 0.1, 0.2), 8)
     info = data_info(data)
     assert info.day_classes == (0, 0, 0, 0, 0, 1, 1)
-    model = build_model(ModelConfig(hidden=8, heads=2, blocks=1), info)
+    model = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1), info)
     assert model.embedding.dow.weight.shape == (2, 8)
     batch = data.batch_at(data.starts["train"][:4])
     model(batch, data.edge_index).mean.sum().backward()

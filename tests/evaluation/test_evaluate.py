@@ -1,6 +1,6 @@
 import torch
 
-from stmgt.config import ModelConfig
+from stmgt.config import model_config
 from stmgt.data.windows import PanelData
 from stmgt.evaluation.evaluate import UNCALIBRATED_KEYS, forecast_split
 from stmgt.models import build_model
@@ -10,7 +10,7 @@ from stmgt.run import data_info
 def test_calibrated_and_uncalibrated_scores_come_from_one_pass(tiny_panel):
     data = PanelData(tiny_panel, 12, 6)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="gru", hidden=8), data_info(data))
+    model = build_model(model_config("gru", hidden=8), data_info(data))
     calls = []
     model.register_forward_hook(lambda *a: calls.append(1))
     plain, _ = forecast_split(model, data, "val", batch_size=16)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stmgt.config import ModelConfig
+from stmgt.config import model_config
 from stmgt.data.panel import Panel
 from stmgt.data.windows import PanelData
 from stmgt.models import DataInfo, build_model
@@ -42,10 +42,8 @@ def tiny_data(history: int, horizon: int, edges: bool = True) -> PanelData:
 
 def make(name: str, data: PanelData, **kw):
     torch.manual_seed(0)
-    cfg = ModelConfig(name=name, hidden=16, mixtures=3, dropout=0.0)
+    cfg = model_config(name, hidden=16, mixtures=3, dropout=0.0, **kw)
     info = DataInfo(num_nodes=N, history=data.history, horizon=data.horizon, steps_per_day=SPD)
-    if kw:
-        return type(build_model(cfg, info))(cfg, info, **kw)
     return build_model(cfg, info)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stmgt.config import ModelConfig
+from stmgt.config import model_config
 from stmgt.data.panel import Panel
 from stmgt.data.windows import PanelData
 from stmgt.models import DataInfo, build_model
@@ -55,7 +55,7 @@ def oracle(panel: Panel, hi: int, floor: float):
 def fitted(panel: Panel):
     data = PanelData(panel, HIST, HOR, batch_size=64)
     info = DataInfo(num_nodes=N, history=HIST, horizon=HOR, steps_per_day=SPD)
-    model = build_model(ModelConfig(name="historical_average"), info)
+    model = build_model(model_config("historical_average"), info)
     model.fit(data)
     return data, model
 

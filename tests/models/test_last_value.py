@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stmgt.config import ModelConfig
+from stmgt.config import model_config
 from stmgt.data.panel import Panel
 from stmgt.data.windows import PanelData
 from stmgt.models import DataInfo, build_model
@@ -42,7 +42,7 @@ def oracle(panel: Panel, train_hi: int):
 def fitted(panel: Panel):
     data = PanelData(panel, HIST, HOR, fractions=(0.5, 0.25, 0.25), batch_size=64)
     info = DataInfo(num_nodes=N, history=HIST, horizon=HOR, steps_per_day=24)
-    model = build_model(ModelConfig(name="last_value"), info)
+    model = build_model(model_config("last_value"), info)
     model.fit(data)
     return data, model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stmgt.config import ModelConfig
+from stmgt.config import model_config
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.errors import DataError
@@ -37,7 +37,7 @@ def make_batch(B=2, T=6, H=4, weather=True, seed=0, dtype=F64) -> Batch:
 
 def model(T=6, H=4, weather=True, seed=0, **cfg) -> STMamba:
     torch.manual_seed(seed)
-    cfg = ModelConfig(name="stmamba", hidden=16, heads=4, blocks=2, mixtures=3, d_state=4, **cfg)
+    cfg = model_config("stmamba", hidden=16, heads=4, blocks=2, mixtures=3, d_state=4, **cfg)
     info = DataInfo(num_nodes=N, in_channels=C, weather_dim=W if weather else 0, history=T, horizon=H)
     m = build_model(cfg, info)
     assert isinstance(m, STMamba)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from stmgt.config import ModelConfig
+from stmgt.config import model_config
+from stmgt.errors import ConfigError
 from stmgt.models import DataInfo, build_model
 from stmgt.testing import make_batch, ring_graph
 
@@ -11,7 +12,7 @@ from stmgt.testing import make_batch, ring_graph
 def test_output_shapes_for_any_history_and_horizon(T, H, weather):
     torch.manual_seed(0)
     N = 7
-    m = build_model(ModelConfig(hidden=16, heads=2, blocks=2, weather=weather),
+    m = build_model(model_config("stmgt", hidden=16, heads=2, blocks=2, weather=weather),
                     DataInfo(num_nodes=N, weather_dim=3, history=T, horizon=H))
     b = make_batch(B=3, T=T, H=H, N=N)
     d = m(b, ring_graph(N))
@@ -26,7 +27,7 @@ def test_output_shapes_for_any_history_and_horizon(T, H, weather):
 def test_block_shapes_and_gate_details():
     torch.manual_seed(0)
     N, T = 6, 8
-    m = build_model(ModelConfig(hidden=16, heads=4, blocks=3),
+    m = build_model(model_config("stmgt", hidden=16, heads=4, blocks=3),
                     DataInfo(num_nodes=N, weather_dim=3, history=T, horizon=4))
     m.keep_details = True
     m.eval()
@@ -41,7 +42,7 @@ def test_block_shapes_and_gate_details():
 def test_spatial_branch_off_ignores_the_graph_and_weather_off_ignores_weather():
     torch.manual_seed(0)
     N = 5
-    m = build_model(ModelConfig(hidden=16, heads=2, blocks=1, spatial=False, weather="none"),
+    m = build_model(model_config("stmgt", hidden=16, heads=2, blocks=1, spatial=False, weather="none"),
                     DataInfo(num_nodes=N, weather_dim=3)).eval()
     b = make_batch(N=N)
     a = m(b, ring_graph(N)).mean
@@ -70,7 +71,7 @@ def test_cross_attention_weather_is_not_degenerate_but_document_form_is():
 def test_missing_inputs_are_flagged_to_the_model():
     torch.manual_seed(0)
     N = 4
-    m = build_model(ModelConfig(hidden=16, heads=2, blocks=1), DataInfo(num_nodes=N, weather_dim=0)).eval()
+    m = build_model(model_config("stmgt", hidden=16, heads=2, blocks=1), DataInfo(num_nodes=N, weather_dim=0)).eval()
     b = make_batch(N=N, W=0)
     b.x[:, 3] = 0.0
     b.x_mask[:, 3] = True
@@ -83,8 +84,8 @@ def test_activation_checkpointing_gives_the_same_outputs_and_gradients():
     torch.manual_seed(0)
     N = 6
     info = DataInfo(num_nodes=N, weather_dim=3)
-    plain = build_model(ModelConfig(hidden=16, heads=2, blocks=2), info)
-    ck = build_model(ModelConfig(hidden=16, heads=2, blocks=2, checkpoint=True), info)
+    plain = build_model(model_config("stmgt", hidden=16, heads=2, blocks=2), info)
+    ck = build_model(model_config("stmgt", hidden=16, heads=2, blocks=2, checkpoint=True), info)
     ck.load_state_dict(plain.state_dict())
     b = make_batch(N=N)
     grads = []
@@ -104,8 +105,8 @@ def test_chunked_checkpointing_equals_the_plain_model_without_dropout():
     N = 5
     info = DataInfo(num_nodes=N, weather_dim=3)
     cfg = dict(hidden=16, heads=2, blocks=2, dropout=0.0, drop_edge=0.0)
-    plain = build_model(ModelConfig(**cfg), info)
-    ck = build_model(ModelConfig(**cfg, checkpoint=True, checkpoint_chunk=1), info)
+    plain = build_model(model_config("stmgt", **cfg), info)
+    ck = build_model(model_config("stmgt", **cfg, checkpoint=True, checkpoint_chunk=1), info)
     ck.load_state_dict(plain.state_dict())
     b = make_batch(B=3, N=N)
     out = []
@@ -134,7 +135,7 @@ def test_flat_decoder_reads_every_history_step_into_every_horizon_step():
     z = torch.einsum("btnd,rd->bntr", x, proj.reduce.weight) + proj.reduce.bias  # [B, N, T, r]
     ref = (z.reshape(2, 4, 10) @ proj.out.weight.T + proj.out.bias).view(2, 4, 3, 8).transpose(1, 2)
     torch.testing.assert_close(out, ref)
-    m = build_model(ModelConfig(hidden=8, heads=2, blocks=1, decoder="flat"), DataInfo(num_nodes=4, history=5,
+    m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, decoder="flat"), DataInfo(num_nodes=4, history=5,
                                                                                          horizon=3))
     assert isinstance(m.decoder.projection, FlatHorizonProjection)
 
@@ -152,7 +153,7 @@ def test_horizon_calendar_gives_each_forecast_step_its_own_clock():
     ei = ring_graph(N)
     for on in (False, True):
         torch.manual_seed(0)
-        m = build_model(ModelConfig(hidden=8, heads=2, blocks=1, horizon_calendar=on, dropout=0.0, drop_edge=0.0),
+        m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, horizon_calendar=on, dropout=0.0, drop_edge=0.0),
                         DataInfo(num_nodes=N, history=4, horizon=3, weather_dim=0)).eval()
         mean = m(b, ei).mean
         assert mean.shape == (2, 3, N)
@@ -170,8 +171,8 @@ def test_window_embedding_adds_the_flattened_window_to_every_step():
     win = feats.permute(0, 2, 1, 3).reshape(2, 3, 8) @ emb.window.weight.T + emb.window.bias  # [B, N, D]
     ref = emb.norm(emb.linear(feats) + win.unsqueeze(1))
     torch.testing.assert_close(out, ref)
-    with pytest.raises(Exception, match="STMamba reads its history one step at a time"):
-        build_model(ModelConfig(name="stmamba", hidden=8, heads=2, window_embedding=True), DataInfo(num_nodes=3))
+    with pytest.raises(ConfigError, match="window_embedding: not a setting of stmamba"):
+        build_model(model_config("stmamba", hidden=8, heads=2, window_embedding=True), DataInfo(num_nodes=3))
 
 
 def test_input_norm_off_keeps_the_token_linear_in_the_reading():
@@ -189,5 +190,5 @@ def test_input_norm_off_keeps_the_token_linear_in_the_reading():
             torch.testing.assert_close(a, b, atol=1e-2, rtol=0)  # saturated: the scale is lost
         else:
             torch.testing.assert_close(b - a, (1000.0 * emb.linear.weight[:, 0]).expand_as(a))
-    m = build_model(ModelConfig(hidden=8, heads=2, blocks=1, input_norm=False), DataInfo(num_nodes=3))
+    m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, input_norm=False), DataInfo(num_nodes=3))
     assert isinstance(m.embedding.norm, torch.nn.Identity)

@@ -6,6 +6,7 @@ import hashlib
 
 from stmgt.config import DataConfig
 from stmgt.data.panel import Panel
+from stmgt.errors import ConfigError
 
 
 def load_source(cfg: DataConfig) -> Panel:
@@ -13,11 +14,20 @@ def load_source(cfg: DataConfig) -> Panel:
     if cfg.source == "synthetic":
         from stmgt.data.synthetic import synthetic_city
 
+        if cfg.options:
+            raise ConfigError(f"data.options: the synthetic city takes no loader options (got"
+                              f" {', '.join(cfg.options)}); its settings are under data.synthetic")
         s = cfg.synthetic
         return synthetic_city(num_nodes=s.nodes, days=s.days, interval_minutes=s.interval_minutes, seed=s.seed)
-    from stmgt.data.loaders import load
+    from stmgt.data.loaders import LOADERS, check_options, detect_format, load
 
-    return load(cfg.source, format=cfg.format)
+    fmt = cfg.format or detect_format(cfg.source)
+    try:
+        if fmt in LOADERS:  # (an unknown format is load's one-line error)
+            check_options(fmt, cfg.options)
+    except ConfigError as e:
+        raise ConfigError(f"data.options: {e}") from None
+    return load(cfg.source, format=fmt, **cfg.options)
 
 
 def fingerprint(panel: Panel) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stmgt.config import ModelConfig
+from stmgt.config import model_config
 from stmgt.data.windows import PanelData
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.evaluation.metrics import MetricAccumulator
@@ -73,7 +73,7 @@ def baseline_metrics(data: PanelData, split: str = "test", names=REFERENCE_BASEL
     """Fit each statistical baseline on the training split and evaluate it on ``split``."""
     out = {}
     for name in names:
-        model = build_model(ModelConfig(name=name), data_info(data))
+        model = build_model(model_config(name), data_info(data))
         model.fit(data)
         out[name], _ = forecast_split(model, data, split)
     return out

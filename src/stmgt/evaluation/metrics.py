@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from stmgt.distributions.mixture import GaussianMixture
+from stmgt.evaluation.horizons import reported_horizons
 
-DEFAULT_HORIZONS = (3, 6, 12)
 DEFAULT_LEVELS = (0.8, 0.9)
 
 
@@ -91,9 +91,10 @@ class MetricAccumulator:
         self.ape += (err / y.double().abs().clamp_min(self.eps) * ok).sum(dims)
         self.n_ape += ok.sum(dims)
 
-    def compute(self, horizons=DEFAULT_HORIZONS) -> dict:
-        """Metrics at the given 1-based horizon steps and averaged (``"avg"``)."""
-        hs = [h for h in horizons if 1 <= h <= self.H]
+    def compute(self, horizons=None) -> dict:
+        """Metrics at the given 1-based horizon steps (default :func:`reported_horizons` of ``H``) and
+        averaged (``"avg"``)."""
+        hs = [h for h in (horizons or reported_horizons(self.H)) if 1 <= h <= self.H]
 
         def per(num: Tensor, den: Tensor, fn=lambda v: v) -> dict:
             out = {str(h): float(fn(num[h - 1] / den[h - 1])) for h in hs}

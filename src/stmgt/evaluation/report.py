@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from stmgt.evaluation.horizons import STANDARD_HORIZONS, reported_horizons
+
 REPORT_FILE = "report.md"
 MISSING = "—"
 PLUS_MINUS = "±"
@@ -115,14 +117,15 @@ def _horizon_label(h, step_minutes: float | None) -> str:
     return f"{h} ({h * step_minutes:g} min)" if step_minutes else f"step {h}"
 
 
-def metrics_table_markdown(rows: Mapping[str, Row], horizons: Sequence[int] = (3, 6, 12),
+def metrics_table_markdown(rows: Mapping[str, Row], horizons: Sequence[int] = STANDARD_HORIZONS,
                            step_minutes: float | None = None, digits: int = 2, bold_best: bool = True) -> str:
     """Point-forecast table: MAE, RMSE and MAPE (%) at each horizon step and averaged over all steps.
 
     Args:
         rows: ``{model name: metrics dict}`` or ``{model name: [metrics dict per seed]}``; a list
             is shown as mean ± sample standard deviation with ``(n=...)`` after the name.
-        horizons: 1-based horizon steps (default 3, 6, 12); a step a model lacks shows ``—``.
+        horizons: 1-based horizon steps (default 3, 6, 12; see :func:`~stmgt.evaluation.metrics.reported_horizons`);
+            a step a model lacks shows ``—``.
         step_minutes: minutes per step, to label the steps in minutes ahead.
         digits: decimals (default 2).
         bold_best: bold the lowest mean of each column when there is more than one row.
@@ -235,7 +238,7 @@ def write_report(run_dir, metrics: Mapping, baselines: Mapping[str, Mapping], in
     dataset = info.get("dataset") or metrics.get("data") or ""
     interval = info.get("interval_minutes")
     H = info.get("horizon")
-    horizons = tuple(h for h in (3, 6, 12) if H is None or h <= H) or (1,)
+    horizons = reported_horizons(H)
     rows = {model: metrics, **baselines}
     out = [f"# Forecast report: {model}" + (f" on {dataset}" if dataset else ""), ""]
     out += _protocol(metrics, baselines, info, horizons)

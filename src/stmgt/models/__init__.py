@@ -1,39 +1,30 @@
-"""Assembled models, one per file, built by name with :func:`build_model`."""
+"""Assembled models, one per file, each registered by name in :mod:`stmgt.registry`.
+
+Build one with :func:`build_model` from its settings (:func:`model_config` gives a model's defaults):
+``build_model(model_config("gwnet", dropout=0.3), info)``.
+"""
 
 from __future__ import annotations
 
-import importlib
-
 from stmgt._lazy import lazy_exports
-from stmgt.config import ModelConfig
+from stmgt.config import ModelConfig, model_config
 from stmgt.models.base import DataInfo, ForecastModel
-
-_REGISTRY = {
-    "stmgt": ("stmgt.models.stmgt", "STMGT"),
-    "stmamba": ("stmgt.models.stmamba", "STMamba"),
-    "last_value": ("stmgt.models.last_value", "LastValue"),
-    "historical_average": ("stmgt.models.historical_average", "HistoricalAverage"),
-    "gru": ("stmgt.models.gru", "GRUForecaster"),
-    "gwnet": ("stmgt.models.gwnet", "GraphWaveNet"),
-    "stid": ("stmgt.models.stid", "STID"),
-}
-
-
-def model_class(name: str) -> type[ForecastModel]:
-    module, cls = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)
+from stmgt.registry import MODELS, model_class
 
 
 def build_model(cfg: ModelConfig, info: DataInfo) -> ForecastModel:
-    """The model named ``cfg.name`` for data described by ``info``."""
-    return model_class(cfg.name)(cfg, info)
+    """The model named ``cfg.name`` for data described by ``info`` (``cfg``: that model's settings)."""
+    cls = model_class(cfg.name)
+    if not isinstance(cfg, cls.Config):
+        cfg = model_config(cfg.name, **cfg.model_dump(exclude={"name"}))
+    return cls(cfg, info)
 
 
 #: The model classes, imported on first use: ``from stmgt.models import STMGT``.
-_CLASSES = {cls: module for module, cls in _REGISTRY.values()}
+_CLASSES = {path.split(":")[1]: path.split(":")[0] for path in MODELS.values()}
 _CLASSES["StreamingForecaster"] = "stmgt.models.stmamba"
 
 __getattr__, __dir__ = lazy_exports(__name__, _CLASSES, globals())
 
 
-__all__ = ["build_model", "model_class", "DataInfo", "ForecastModel", *_CLASSES]
+__all__ = ["build_model", "model_class", "model_config", "DataInfo", "ForecastModel", *_CLASSES]

@@ -9,8 +9,12 @@ devices.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+from pydantic import Field, model_validator
 from torch import Tensor, nn
+
+from stmgt.config import ModelConfig, NeuralModelConfig
 
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
@@ -41,16 +45,64 @@ class DataInfo:
     day_classes: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
 
 
+class SpatioTemporalConfig(NeuralModelConfig):
+    """Settings STMGT and STMamba share: their blocks' sizes, the input embedding and the forecast decoder."""
+
+    blocks: int = Field(3, ge=1)
+    """Spatio-temporal blocks."""
+    heads: int = Field(4, ge=1)
+    """Attention heads (``hidden`` must be divisible by it)."""
+    drop_edge: float = Field(0.05, ge=0, lt=1)
+    """DropEdge probability of the graph attention during training."""
+    spatial: bool = True
+    """Graph attention over roads on (False: an ablation without the graph)."""
+    edge_weights: bool = False
+    """Give the graph attention each edge's weight as an edge feature (GATv2 with ``edge_dim=1``)."""
+    weather: Literal["cross", "document", "none"] = "cross"
+    """Weather block: our cross-attention over weather tokens, the original design's degenerate form
+    (``document``; see ``docs/design.md``, departure 1), or none."""
+    weather_forecast: bool = False
+    """Let the weather block see the horizon's weather (a weather forecast; the panel's values)."""
+    calendar: bool = True
+    """Time-of-day and day-of-week embeddings in the input embedding."""
+    node_embedding: bool = False
+    """A learned per-node embedding in the input embedding."""
+    input_norm: bool = True
+    """LayerNorm over the input embedding (the original design's). A LayerNorm of a linear map of one
+    reading saturates: large and very large readings map to nearly the same token. False keeps the
+    reading's scale in the token, as STID and STAEformer do."""
+    decoder: Literal["projection", "flat"] = "projection"
+    """From history to horizon steps: ``projection``, one learned weight per (horizon, history) step
+    shared by all features; ``flat``, each horizon step regressed from the node's whole flattened
+    history (STAEformer's output layer)."""
+    horizon_calendar: bool = False
+    """Give each forecast step its own time of day, day of week and the road's identity before the
+    head (:class:`~stmgt.nn.horizon_calendar.HorizonCalendar`)."""
+    anchor_last: bool = True
+    """Mixture means are offsets from each node's last observed reading (False: the original design's head)."""
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
+        return self
+
+
 class ForecastModel(nn.Module):
     """Base class: ``forward(batch, edge_index) -> GaussianMixture`` over ``[B, H, N]`` (scaled units).
 
     Class attributes:
         trainable: False for models fitted by statistics alone (they implement :meth:`fit`).
-        name: registry name.
+        name: registry name (:mod:`stmgt.registry`).
+        Config: the model's settings, a :class:`~stmgt.config.ModelConfig` subclass whose ``name`` is
+            ``Literal[name]``; the constructor takes ``(cfg: Config, info: DataInfo)``.
+        paper: the work the model comes from, one line (shown by ``stmgt models``).
     """
 
     trainable: bool = True
     name: str = "model"
+    Config: type[ModelConfig] = ModelConfig
+    paper: str = ""
 
     def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:  # pragma: no cover
         raise NotImplementedError

@@ -10,15 +10,25 @@ spatial structure adds.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from stmgt.config import ModelConfig
+from stmgt.config import NeuralModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
 from stmgt.nn.mixture_head import GaussianMixtureHead
+
+
+class GRUConfig(NeuralModelConfig):
+    """The GRU baseline's settings (``model: {name: gru, ...}``)."""
+
+    name: Literal["gru"] = "gru"
+    layers: int = Field(2, ge=1)
+    """Stacked GRU layers."""
 
 
 class GRUForecaster(ForecastModel):
@@ -31,11 +41,10 @@ class GRUForecaster(ForecastModel):
     all weights and never exchange information.
 
     Args:
-        cfg: :class:`~stmgt.config.ModelConfig`: ``hidden`` (``D``, default 96), ``dropout``
-            (between GRU layers and before the output map, default 0.2), ``mixtures`` (``K``,
-            default 5), ``min_std`` (default 0.01).
+        cfg: :class:`GRUConfig`: ``hidden`` (``D``, default 96), ``dropout`` (between GRU layers and
+            before the output map, default 0.2), ``mixtures`` (``K``, default 5), ``min_std`` (default
+            0.01), ``max_std`` (default 10), ``layers`` (stacked GRU layers, default 2).
         info: :class:`~stmgt.models.base.DataInfo`: ``in_channels`` and ``horizon`` are read.
-        layers: stacked GRU layers (default 2).
 
     Shapes: ``batch.x [B, T, N, C]``, ``batch.x_mask [B, T, N]``, ``batch.tod [B, T + H]``
     -> :class:`GaussianMixture` with batch shape ``[B, H, N]`` (scaled units); any ``T``.
@@ -43,12 +52,14 @@ class GRUForecaster(ForecastModel):
     """
 
     name = "gru"
+    Config = GRUConfig
+    paper: str = "per-node GRU encoder (Cho et al., EMNLP 2014), no graph"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo, layers: int = 2):
+    def __init__(self, cfg: GRUConfig, info: DataInfo):
         super().__init__()
         D, self.horizon, self.hidden = cfg.hidden, info.horizon, cfg.hidden
-        self.gru = nn.GRU(info.in_channels + 3, D, num_layers=layers, batch_first=True,
-                          dropout=cfg.dropout if layers > 1 else 0.0)
+        self.gru = nn.GRU(info.in_channels + 3, D, num_layers=cfg.layers, batch_first=True,
+                          dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(D, info.horizon * D)
         self.head = GaussianMixtureHead.from_config(D, cfg)

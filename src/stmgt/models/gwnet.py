@@ -13,12 +13,14 @@ head instead of ``H`` values.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from stmgt.config import ModelConfig
+from stmgt.config import NeuralModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
@@ -99,6 +101,38 @@ class DiffusionConv(nn.Module):
         return self.dropout(self.mlp(torch.cat(out, dim=-1)))  # [N, B, L, (order*S+1)*c_in] -> [..., c_out]
 
 
+class GraphWaveNetConfig(NeuralModelConfig):
+    """Graph WaveNet's settings (``model: {name: gwnet, ...}``); sizes default to the reference code's.
+    The paper uses dropout 0.3 (after each diffusion convolution)."""
+
+    name: Literal["gwnet"] = "gwnet"
+    residual_channels: int = Field(32, ge=1)
+    """Channels of the residual stream."""
+    dilation_channels: int = Field(32, ge=1)
+    """Channels of the gated dilated convolutions."""
+    skip_channels: int = Field(256, ge=1)
+    """Channels of the skip connections."""
+    end_channels: int = Field(512, ge=1)
+    """Channels of the first output convolution."""
+    blocks: int | None = Field(None, ge=1)
+    """WaveNet blocks (None: the fewest, at least the paper's 4, whose receptive field covers the history)."""
+    layers: int = Field(2, ge=1)
+    """Dilated layers per block (dilations 1, 2, ..., 2^(layers-1))."""
+    kernel_size: int = Field(2, ge=2)
+    """Kernel of the dilated convolutions."""
+    order: int = Field(2, ge=1)
+    """Diffusion steps per transition matrix."""
+    adaptive: bool = True
+    """Learn the self-adaptive adjacency ``softmax(relu(E1 E2))``."""
+    adaptive_max_nodes: int = Field(1000, ge=1)
+    """Largest graph for which the dense adaptive adjacency is built."""
+    embed_dim: int = Field(10, ge=1)
+    """Size of the node embeddings ``E1, E2`` of the adaptive adjacency."""
+    edge_weights: bool = False
+    """Build the forward/backward transition matrices from the edge weights (the paper's weighted
+    adjacency) instead of unit weights."""
+
+
 class GraphWaveNet(ForecastModel):
     """Graph WaveNet (Wu et al., IJCAI 2019) with a Gaussian-mixture output.
 
@@ -125,40 +159,37 @@ class GraphWaveNet(ForecastModel):
     output either): the forecast is the reference's.
 
     Args:
-        cfg: :class:`~stmgt.config.ModelConfig`: ``hidden`` (``head_hidden`` when not given,
-            default 96), ``dropout`` (after each diffusion convolution, default 0.2; the paper
-            uses 0.3), ``mixtures`` (default 5), ``min_std`` (default 0.01).
+        cfg: :class:`GraphWaveNetConfig`: ``hidden`` (features per horizon step given to the head,
+            default 96), ``dropout`` (after each diffusion convolution, default 0.2; the paper uses
+            0.3), ``mixtures`` (default 5), ``min_std`` (default 0.01), and the network's sizes with the
+            reference's defaults: ``residual_channels`` 32, ``dilation_channels`` 32, ``skip_channels``
+            256, ``end_channels`` 512, ``blocks`` None (see above), ``layers`` 2 per block,
+            ``kernel_size`` 2, ``order`` 2 diffusion steps, ``adaptive`` True, ``adaptive_max_nodes``
+            1000, ``embed_dim`` 10.
         info: :class:`~stmgt.models.base.DataInfo`: ``num_nodes``, ``in_channels``, ``history``,
             ``horizon`` are read.
-        residual_channels: default 32. dilation_channels: default 32. skip_channels: default 256.
-        end_channels: default 512. (All the reference's values.)
-        blocks: default None (see above). layers: per block, default 2. kernel_size: default 2.
-        order: diffusion steps, default 2.
-        adaptive: learn the self-adaptive adjacency (default True).
-        adaptive_max_nodes: largest ``N`` for which the dense adaptive adjacency is built (default 1000).
-        embed_dim: size of the node embeddings ``E1, E2`` (default 10).
-        head_hidden: features per horizon step given to the head (default ``cfg.hidden``).
 
     Shapes: ``batch.x [B, T, N, C]``, ``batch.x_mask [B, T, N]``, ``batch.tod [B, T + H]``,
     ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch shape ``[B, H, N]`` (scaled units).
     """
 
     name = "gwnet"
+    Config = GraphWaveNetConfig
+    paper: str = "Graph WaveNet (Wu et al., IJCAI 2019): dilated TCN with diffusion graph convolutions"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo, residual_channels: int = 32,
-                 dilation_channels: int = 32, skip_channels: int = 256, end_channels: int = 512,
-                 blocks: int | None = None, layers: int = 2, kernel_size: int = 2, order: int = 2,
-                 adaptive: bool = True, adaptive_max_nodes: int = 1000, embed_dim: int = 10,
-                 head_hidden: int | None = None):
+    def __init__(self, cfg: GraphWaveNetConfig, info: DataInfo):
         super().__init__()
+        residual_channels, dilation_channels = cfg.residual_channels, cfg.dilation_channels
+        skip_channels, end_channels, blocks, layers = cfg.skip_channels, cfg.end_channels, cfg.blocks, cfg.layers
+        kernel_size, order, embed_dim = cfg.kernel_size, cfg.order, cfg.embed_dim
         self.num_nodes, self.horizon = info.num_nodes, info.horizon
-        self.head_hidden = head_hidden or cfg.hidden
+        self.head_hidden = cfg.hidden
         self.kernel_size = kernel_size
         per_block = (kernel_size - 1) * (2**layers - 1)
         if blocks is None:
             blocks = max(4, math.ceil((info.history - 1) / per_block))
         self.receptive_field = 1 + blocks * per_block
-        self.adaptive = adaptive and info.num_nodes <= adaptive_max_nodes
+        self.adaptive = cfg.adaptive and info.num_nodes <= cfg.adaptive_max_nodes
         if self.adaptive:
             self.nodevec1 = nn.Parameter(torch.randn(info.num_nodes, embed_dim))
             self.nodevec2 = nn.Parameter(torch.randn(embed_dim, info.num_nodes))

@@ -10,8 +10,11 @@ those same readings.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from stmgt.config import ModelConfig
@@ -40,6 +43,16 @@ def _moments(s: np.ndarray, s2: np.ndarray, n: np.ndarray, min_count: int) -> tu
     return mean, np.sqrt(np.maximum(var, 0.0))
 
 
+class HistoricalAverageConfig(ModelConfig):
+    """The historical-average baseline's settings (``model: {name: historical_average, ...}``)."""
+
+    name: Literal["historical_average"] = "historical_average"
+    min_count: int = Field(2, ge=1)
+    """Readings needed for a standard deviation at a level (weekly slot, daily slot, node)."""
+    std_floor: float = Field(0.05, gt=0)
+    """Lower bound of every standard deviation (scaled units)."""
+
+
 class HistoricalAverage(ForecastModel):
     """Per node, time-of-day slot x day-of-week mean and std of the training split (Li et al., ICLR 2018).
 
@@ -55,10 +68,10 @@ class HistoricalAverage(ForecastModel):
     ``(d, s)``, read from ``batch.tod[:, T:]`` and ``batch.dow[:, T:]``.
 
     Args:
-        cfg: :class:`~stmgt.config.ModelConfig`; only ``min_std`` (default 0.01) is read.
+        cfg: :class:`HistoricalAverageConfig`: ``min_std`` (default 0.01), ``min_count`` (readings
+            needed for a standard deviation at a level, default 2), ``std_floor`` (lower bound of every
+            standard deviation in scaled units, default 0.05).
         info: :class:`~stmgt.models.base.DataInfo`; ``num_nodes`` and ``steps_per_day`` are read.
-        min_count: readings needed for a standard deviation at a level (default 2).
-        std_floor: lower bound of every standard deviation in scaled units (default 0.05).
 
     Buffers (scaled units): ``mean [7, S, N]``, ``std [7, S, N]`` with ``S = steps_per_day``.
 
@@ -68,11 +81,13 @@ class HistoricalAverage(ForecastModel):
 
     trainable = False
     name = "historical_average"
+    Config = HistoricalAverageConfig
+    paper: str = "historical average per weekly slot (Li et al., ICLR 2018)"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo, min_count: int = 2, std_floor: float = 0.05):
+    def __init__(self, cfg: HistoricalAverageConfig, info: DataInfo):
         super().__init__()
-        self.steps_per_day, self.min_count = info.steps_per_day, min_count
-        self.floor = max(cfg.min_std, std_floor)
+        self.steps_per_day, self.min_count = info.steps_per_day, cfg.min_count
+        self.floor = max(cfg.min_std, cfg.std_floor)
         S, N = info.steps_per_day, info.num_nodes
         self.register_buffer("mean", torch.zeros(7, S, N))
         self.register_buffer("std", torch.ones(7, S, N))

@@ -11,6 +11,8 @@ probabilistic reference rather than a point forecast.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -36,6 +38,12 @@ def node_means(z: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.where(cnt > 0, (z * m).sum(0) / np.maximum(cnt, 1), 0.0)
 
 
+class LastValueConfig(ModelConfig):
+    """The persistence baseline's settings (``model: {name: last_value}``): only ``min_std``."""
+
+    name: Literal["last_value"] = "last_value"
+
+
 class LastValue(ForecastModel):
     """Persistence forecast ``y_{t+h} ~ N(x_last, sigma_h^2)`` (Hyndman and Athanasopoulos 2021, sec. 5.2).
 
@@ -47,7 +55,7 @@ class LastValue(ForecastModel):
     than the last history step.
 
     Args:
-        cfg: :class:`~stmgt.config.ModelConfig`; only ``min_std`` (default 0.01) is read.
+        cfg: :class:`LastValueConfig`: ``min_std`` (default 0.01).
         info: :class:`~stmgt.models.base.DataInfo`; ``num_nodes`` and ``horizon`` are read.
 
     Buffers (scaled units): ``node_mean [N]``, ``step_std [H]`` (1 until :meth:`fit`).
@@ -58,8 +66,10 @@ class LastValue(ForecastModel):
 
     trainable = False
     name = "last_value"
+    Config = LastValueConfig
+    paper: str = "persistence (Hyndman and Athanasopoulos 2021, sec. 5.2), Gaussian spread from training"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo):
+    def __init__(self, cfg: LastValueConfig, info: DataInfo):
         super().__init__()
         self.min_std = cfg.min_std
         self.register_buffer("node_mean", torch.zeros(info.num_nodes))

@@ -11,10 +11,13 @@ Gaussian-mixture head so the model is probabilistic like every model in stmgt.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from stmgt.config import ModelConfig
+from stmgt.config import NeuralModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
@@ -41,6 +44,22 @@ class ResidualMLP(nn.Module):
         return x + self.fc2(self.drop(torch.relu(self.fc1(x))))
 
 
+class STIDConfig(NeuralModelConfig):
+    """STID's settings (``model: {name: stid, ...}``); the paper uses dropout 0.15 and lr 0.002."""
+
+    name: Literal["stid"] = "stid"
+    embed_dim: int = Field(32, ge=1)
+    """Size of the history (series) embedding."""
+    node_dim: int = Field(32, ge=1)
+    """Size of the node identity embedding."""
+    tod_dim: int = Field(32, ge=1)
+    """Size of the time-of-day embedding."""
+    dow_dim: int = Field(32, ge=1)
+    """Size of the day-of-week embedding."""
+    num_layer: int = Field(3, ge=1)
+    """Residual MLP layers."""
+
+
 class STID(ForecastModel):
     """Spatial-Temporal Identity (Shao et al., CIKM 2022) with a Gaussian-mixture output.
 
@@ -52,18 +71,14 @@ class STID(ForecastModel):
     linear layers over the feature axis (the same operation).
 
     Args:
-        cfg: :class:`~stmgt.config.ModelConfig`: ``hidden`` (``hidden_out`` when not given,
-            default 96), ``dropout`` (default 0.2; the paper uses 0.15), ``mixtures`` (default 5),
-            ``min_std`` (default 0.01).
+        cfg: :class:`STIDConfig`: ``hidden`` (features per horizon step given to the head, default 96),
+            ``dropout`` (default 0.2; the paper uses 0.15), ``mixtures`` (default 5), ``min_std``
+            (default 0.01), ``embed_dim`` (history embedding, default 32 as the paper), ``node_dim``,
+            ``tod_dim``, ``dow_dim`` (default 32 each; the day-of-week embedding has one row per category
+            of ``info.day_classes``: weekday/weekend where training misses a weekday), ``num_layer``
+            (residual MLP layers, default 3).
         info: :class:`~stmgt.models.base.DataInfo`: ``num_nodes``, ``in_channels``, ``history``,
             ``horizon`` and ``steps_per_day`` are read.
-        embed_dim: size of the history embedding (default 32, as the paper).
-        node_dim: size of the node identity embedding (default 32).
-        tod_dim: size of the time-of-day embedding (default 32).
-        dow_dim: size of the day-of-week embedding (default 32); one row per category of
-            ``info.day_classes`` (weekday/weekend where training misses a weekday).
-        num_layer: residual MLP layers (default 3).
-        hidden_out: features per horizon step given to the head (default ``cfg.hidden``).
 
     Shapes: ``batch.x [B, T, N, C]`` with ``T = info.history``, ``batch.x_mask [B, T, N]``,
     ``batch.tod/dow [B, T + H]`` -> :class:`GaussianMixture` with batch shape ``[B, H, N]``.
@@ -71,12 +86,14 @@ class STID(ForecastModel):
     """
 
     name = "stid"
+    Config = STIDConfig
+    paper: str = "STID (Shao et al., CIKM 2022): identity embeddings and an MLP, no graph"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo, embed_dim: int = 32, node_dim: int = 32,
-                 tod_dim: int = 32, dow_dim: int = 32, num_layer: int = 3, hidden_out: int | None = None):
+    def __init__(self, cfg: STIDConfig, info: DataInfo):
         super().__init__()
         self.history, self.horizon, self.steps_per_day = info.history, info.horizon, info.steps_per_day
-        self.hidden_out = hidden_out or cfg.hidden
+        self.hidden_out = cfg.hidden
+        embed_dim, node_dim, tod_dim, dow_dim = cfg.embed_dim, cfg.node_dim, cfg.tod_dim, cfg.dow_dim
         self.series_emb = nn.Linear(info.history * (info.in_channels + 1), embed_dim)
         self.node_emb = nn.Parameter(torch.empty(info.num_nodes, node_dim))
         self.tod_emb = nn.Parameter(torch.empty(info.steps_per_day, tod_dim))
@@ -85,7 +102,7 @@ class STID(ForecastModel):
         for p in (self.node_emb, self.tod_emb, self.dow_emb):
             nn.init.xavier_uniform_(p)
         width = embed_dim + node_dim + tod_dim + dow_dim
-        self.encoder = nn.Sequential(*[ResidualMLP(width, cfg.dropout) for _ in range(num_layer)])
+        self.encoder = nn.Sequential(*[ResidualMLP(width, cfg.dropout) for _ in range(cfg.num_layer)])
         self.regression = nn.Linear(width, info.horizon * self.hidden_out)
         self.head = GaussianMixtureHead.from_config(self.hidden_out, cfg)
 

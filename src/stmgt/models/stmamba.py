@@ -13,15 +13,16 @@ stream one step at a time with a recurrent state per block and node: :class:`Str
 from __future__ import annotations
 
 from collections import deque
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from stmgt.config import ModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
-from stmgt.errors import ConfigError, DataError
-from stmgt.models.base import DataInfo, ForecastModel
+from stmgt.errors import DataError
+from stmgt.models.base import DataInfo, ForecastModel, SpatioTemporalConfig
 from stmgt.models.stmgt import ForecastDecoder
 from stmgt.nn.embedding import InputEmbedding
 from stmgt.nn.mamba import MambaState
@@ -32,14 +33,36 @@ StreamState = list[MambaState]
 the ``B*N`` node series (row ``b*N + n``)."""
 
 
+class STMambaConfig(SpatioTemporalConfig):
+    """STMamba's settings (``model: {name: stmamba, ...}``): the shared spatio-temporal ones and Mamba's."""
+
+    name: Literal["stmamba"] = "stmamba"
+    d_state: int = Field(16, ge=1)
+    """Mamba's state size per channel."""
+    d_conv: int = Field(4, ge=1)
+    """Mamba's causal depthwise convolution width."""
+    expand: int = Field(2, ge=1)
+    """Mamba's inner width as a multiple of ``hidden``."""
+    gat_v2: bool = False
+    """GATv2 in the graph phase (False: the original design's GAT)."""
+    scan: Literal["auto", "compiled", "chunked", "sequential", "mambapy", "cuda"] = "auto"
+    """The selective scan: "auto" runs the compiled CPU kernel on CPU tensors when it can be built here
+    (g++ and ninja; built once) and the plain-PyTorch "chunked" scan otherwise."""
+    node_chunk: int | None = Field(None, ge=1)
+    """Run the Mamba phase over chunks of this many node sequences (bounds memory)."""
+    graph_chunk: int | None = Field(None, ge=1)
+    """Run the graph phase over chunks of this many (sample, step) graphs, recomputed in backward."""
+
+
 class STMamba(ForecastModel):
     """STMamba: embedding, ``blocks`` x STMambaBlock (GAT over nodes, Mamba over time), STMGT's decoder.
 
     Args:
-        cfg: :class:`~stmgt.config.ModelConfig`, as STMGT (hidden 96, blocks 3, heads 4, mixtures 5,
+        cfg: :class:`STMambaConfig`: as STMGT's shared settings (hidden 96, blocks 3, heads 4, mixtures 5,
             dropout 0.2, drop_edge 0.05, weather "cross", calendar on) plus the Mamba options
             ``d_state`` (16), ``d_conv`` (4), ``expand`` (2), ``gat_v2`` (False: the original design's GAT),
-            ``scan`` ("auto") and ``node_chunk`` (None). ``spatial=False`` drops the GAT phase.
+            ``scan`` ("auto"), ``node_chunk`` and ``graph_chunk`` (None). ``spatial=False`` drops the GAT
+            phase. There is no ``window_embedding``: the encoder reads its history one step at a time.
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 
     Shapes: ``batch.x [B, T', N, C]`` with ``T' >= info.history``, ``edge_index [2, E]`` ->
@@ -54,13 +77,12 @@ class STMamba(ForecastModel):
     """
 
     name = "stmamba"
+    Config = STMambaConfig
+    paper: str = "STMamba: GAT over roads, then a Mamba selective scan over time (Gu and Dao, arXiv:2312.00752)"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo):
+    def __init__(self, cfg: STMambaConfig, info: DataInfo):
         super().__init__()
         self.cfg, self.info = cfg, info
-        if cfg.window_embedding:
-            raise ConfigError("model.window_embedding needs the whole window at once; STMamba reads its "
-                              "history one step at a time (streaming): use it with STMGT")
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
             STMambaBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, d_state=cfg.d_state,

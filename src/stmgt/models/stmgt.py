@@ -8,20 +8,37 @@ Gaussian-mixture head.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from stmgt.config import ModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
-from stmgt.models.base import DataInfo, ForecastModel
+from stmgt.models.base import DataInfo, ForecastModel, SpatioTemporalConfig
 from stmgt.nn.embedding import InputEmbedding
 from stmgt.nn.horizon import FlatHorizonProjection, HorizonProjection
 from stmgt.nn.horizon_calendar import HorizonCalendar
 from stmgt.nn.mixture_head import GaussianMixtureHead, last_observed
 from stmgt.nn.st_block import STBlock
 from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
+
+
+class STMGTConfig(SpatioTemporalConfig):
+    """STMGT's settings (``model: {name: stmgt, ...}``): the shared spatio-temporal ones and these."""
+
+    name: Literal["stmgt"] = "stmgt"
+    window_embedding: bool = False
+    """Add to every step a linear embedding of the road's whole history window (STID's series embedding)."""
+    fused_attention: bool = True
+    """GATv2's edge operations in compiled CPU kernels (:mod:`stmgt.kernels`): the same numbers with
+    only node-level features kept (3.5x faster graph attention at 207 roads; False: plain PyTorch)."""
+    checkpoint: bool = False
+    """Recompute each block's activations in the backward pass (less memory, ~1/3 more time): large graphs."""
+    checkpoint_chunk: int | None = Field(None, ge=1)
+    """With ``checkpoint``: run each block over chunks of this many samples (bounds memory on huge graphs)."""
 
 
 class ForecastDecoder(nn.Module):
@@ -40,7 +57,7 @@ class ForecastDecoder(nn.Module):
     Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
     """
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo):
+    def __init__(self, cfg: SpatioTemporalConfig, info: DataInfo):
         super().__init__()
         self.history, self.weather_forecast, self.anchor = info.history, cfg.weather_forecast, cfg.anchor_last
         mode = cfg.weather if info.weather_dim > 0 else "none"
@@ -73,8 +90,8 @@ class STMGT(ForecastModel):
     """STMGT (``docs/design.md``): see the module docstring.
 
     Args:
-        cfg: :class:`~stmgt.config.ModelConfig` (hidden 96, blocks 3, heads 4, mixtures 5,
-            dropout 0.2, drop_edge 0.05, weather "cross", calendar on by default).
+        cfg: :class:`STMGTConfig` (hidden 96, blocks 3, heads 4, mixtures 5, dropout 0.2,
+            drop_edge 0.05, weather "cross", calendar on by default; ``stmgt models stmgt`` lists all).
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 
     Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch
@@ -84,8 +101,10 @@ class STMGT(ForecastModel):
     """
 
     name = "stmgt"
+    Config = STMGTConfig
+    paper: str = "STMGT: GATv2 over roads in parallel with a Transformer over time, gated (docs/design.md)"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo):
+    def __init__(self, cfg: STMGTConfig, info: DataInfo):
         super().__init__()
         self.cfg, self.info = cfg, info
         self.embedding = InputEmbedding.from_config(cfg, info)

@@ -55,7 +55,7 @@ class InputEmbedding(nn.Module):
         """Built from a :class:`~stmgt.config.ModelConfig` and a :class:`~stmgt.models.base.DataInfo`."""
         return cls(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
                    info.num_nodes if cfg.node_embedding else 0, info.day_classes,
-                   info.history if cfg.window_embedding else 0, cfg.input_norm)
+                   info.history if getattr(cfg, "window_embedding", False) else 0, cfg.input_norm)
 
     def forward(self, x: Tensor, mask: Tensor, tod: Tensor | None = None, dow: Tensor | None = None) -> Tensor:
         feats = torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1)  # [B, T, N, C+1]

@@ -133,7 +133,8 @@ def keeps_freed_memory(cfg: Config) -> bool:
     if cfg.train.keep_freed_memory is not None:
         return cfg.train.keep_freed_memory
     m = cfg.model
-    return not (m.checkpoint or m.node_chunk is not None or m.graph_chunk is not None)
+    saving = (getattr(m, "checkpoint", False), getattr(m, "node_chunk", None), getattr(m, "graph_chunk", None))
+    return not (saving[0] or saving[1] is not None or saving[2] is not None)
 
 
 def _quiet_lightning() -> None:

@@ -136,12 +136,14 @@ def load(path: str | Path, format: str | None = None, **options) -> Panel:  # no
     elif not Path(path).exists():
         raise DataError(f"{path}: no such file or folder")
     fn = LOADERS[format]
-    _check_options(fn, format, options)
+    check_options(format, options)
     return fn(path, **options)
 
 
-def _check_options(fn: Callable[..., Panel], format: str, options: dict) -> None:  # noqa: A002
-    params = inspect.signature(fn).parameters.items()
+def check_options(format: str, options: dict) -> None:  # noqa: A002
+    """One-line :class:`~stmgt.errors.ConfigError` unless every key of ``options`` is an option of the
+    ``format`` loader (its keyword-only parameters)."""
+    params = inspect.signature(LOADERS[format]).parameters.items()
     accepted = [k for k, v in params if v.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = [k for k in options if k not in accepted]
     if unknown:
@@ -166,7 +168,7 @@ def check(path: str | Path, format: str | None = None, **options) -> tuple[Panel
     else:
         if not Path(path).exists():
             raise DataError(f"{path}: no such file or folder")
-        _check_options(load_city, format, options)
+        check_options("city", options)
         notes = []
         panel = _city._load_city(path, notes, **options)
     return panel, notes + grid_findings(panel)
