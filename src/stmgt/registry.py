@@ -22,6 +22,7 @@ MODELS: dict[str, str] = {
     "gru": "stmgt.models.gru:GRUForecaster",
     "gwnet": "stmgt.models.gwnet:GraphWaveNet",
     "stid": "stmgt.models.stid:STID",
+    "dlinear": "stmgt.models.dlinear:DLinear",
 }
 """Model name -> ``"module:Class"`` of its :class:`~stmgt.models.base.ForecastModel`."""
 
