@@ -51,7 +51,7 @@ def test_spatial_branch_off_ignores_the_graph_and_weather_off_ignores_weather():
 
 def test_cross_attention_weather_is_not_degenerate_but_document_form_is():
     """The document's keys are identical per step, so its attention output cannot depend on the node."""
-    from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
+    from stmgt.nn.blocks.weather_attention import DocumentWeatherAttention, WeatherCrossAttention
 
     torch.manual_seed(0)
     h = torch.randn(2, 4, 5, 16)
@@ -119,7 +119,7 @@ def test_chunked_checkpointing_equals_the_plain_model_without_dropout():
 
 
 def test_flat_decoder_reads_every_history_step_into_every_horizon_step():
-    from stmgt.nn.horizon import FlatHorizonProjection
+    from stmgt.nn.blocks.horizon_projection import FlatHorizonProjection
 
     torch.manual_seed(0)
     proj = FlatHorizonProjection(history=5, horizon=3, hidden=8, reduced=2)
@@ -160,7 +160,7 @@ def test_horizon_calendar_gives_each_forecast_step_its_own_clock():
 
 
 def test_window_embedding_adds_the_flattened_window_to_every_step():
-    from stmgt.nn.embedding import InputEmbedding
+    from stmgt.nn.blocks.input_embedding import InputEmbedding
 
     torch.manual_seed(0)
     emb = InputEmbedding(in_channels=1, hidden=6, window=4)
@@ -177,7 +177,7 @@ def test_window_embedding_adds_the_flattened_window_to_every_step():
 def test_input_norm_off_keeps_the_token_linear_in_the_reading():
     """With LayerNorm a reading and twice it give nearly the same token far from 0 (saturation);
     without, the token moves by exactly the linear map of the difference."""
-    from stmgt.nn.embedding import InputEmbedding
+    from stmgt.nn.blocks.input_embedding import InputEmbedding
 
     torch.manual_seed(0)
     mask = torch.ones(1, 4, 3, dtype=torch.bool)

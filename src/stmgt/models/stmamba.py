@@ -1,6 +1,6 @@
 """STMamba: STMGT with its blocks replaced by interleaved GAT -> Mamba blocks, and streaming.
 
-Input embedding, then ``blocks`` x :class:`~stmgt.nn.stmamba_block.STMambaBlock`
+Input embedding, then ``blocks`` x :class:`~stmgt.nn.blocks.stmamba_block.STMambaBlock`
 (``docs/design.md``: GAT over nodes, pivot, Mamba over time, pivot back), then the same
 decoder as STMGT (:class:`~stmgt.models.stmgt.ForecastDecoder`: horizon projection, weather
 cross-attention, Gaussian-mixture head). Mamba: Gu and Dao, arXiv:2312.00752.
@@ -23,9 +23,9 @@ from stmgt.distributions.mixture import GaussianMixture
 from stmgt.errors import ConfigError, DataError
 from stmgt.models.base import DataInfo, ForecastModel
 from stmgt.models.stmgt import ForecastDecoder
-from stmgt.nn.embedding import InputEmbedding
-from stmgt.nn.mamba import MambaState
-from stmgt.nn.stmamba_block import STMambaBlock
+from stmgt.nn.blocks.input_embedding import InputEmbedding
+from stmgt.nn.blocks.stmamba_block import STMambaBlock
+from stmgt.nn.layers.mamba import MambaState
 
 StreamState = list[MambaState]
 """Recurrent state of an :class:`STMamba` encoder: one :class:`MambaState` per block, each over

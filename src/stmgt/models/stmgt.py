@@ -16,12 +16,12 @@ from stmgt.config import ModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
-from stmgt.nn.embedding import InputEmbedding
-from stmgt.nn.horizon import FlatHorizonProjection, HorizonProjection
-from stmgt.nn.horizon_calendar import HorizonCalendar
-from stmgt.nn.mixture_head import GaussianMixtureHead, last_observed
-from stmgt.nn.st_block import STBlock
-from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
+from stmgt.nn.blocks.horizon_calendar import HorizonCalendar
+from stmgt.nn.blocks.horizon_projection import FlatHorizonProjection, HorizonProjection
+from stmgt.nn.blocks.input_embedding import InputEmbedding
+from stmgt.nn.blocks.st_block import STBlock
+from stmgt.nn.blocks.weather_attention import DocumentWeatherAttention, WeatherCrossAttention
+from stmgt.nn.layers.mixture_head import GaussianMixtureHead, last_observed
 
 
 class ForecastDecoder(nn.Module):
@@ -33,9 +33,9 @@ class ForecastDecoder(nn.Module):
     With ``anchor_last`` the mixture means are offsets from each node's last observed reading
     (a reparametrisation of the head: the network predicts the change, which it learns faster).
     ``decoder="flat"`` reads each horizon step out of the whole flattened history
-    (:class:`~stmgt.nn.horizon.FlatHorizonProjection`) instead of a shared mix of time steps.
+    (:class:`~stmgt.nn.blocks.horizon_projection.FlatHorizonProjection`) instead of a shared mix of time steps.
     ``horizon_calendar`` adds each forecast step's time of day, day of week and the road's identity
-    (:class:`~stmgt.nn.horizon_calendar.HorizonCalendar`) before the head.
+    (:class:`~stmgt.nn.blocks.horizon_calendar.HorizonCalendar`) before the head.
 
     Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
     """

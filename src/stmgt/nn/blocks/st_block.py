@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stmgt.nn.fusion import GatedFusion
-from stmgt.nn.spatial import SpatialBranch
-from stmgt.nn.temporal import TemporalBranch
+from stmgt.nn.blocks.gated_fusion import GatedFusion
+from stmgt.nn.blocks.spatial_branch import SpatialBranch
+from stmgt.nn.blocks.temporal_branch import TemporalBranch
 
 
 class STBlock(nn.Module):

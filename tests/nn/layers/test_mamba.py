@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from stmgt.errors import ConfigError
-from stmgt.nn import mamba as mamba_module
-from stmgt.nn.mamba import (
+from stmgt.nn.layers import mamba as mamba_module
+from stmgt.nn.layers.mamba import (
     SCAN_SEGMENT,
     Mamba,
     MambaState,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stmgt.nn.dropout import FastDropout
-from stmgt.nn.gat import GraphAttention
+from stmgt.nn.layers.dropout import FastDropout
+from stmgt.nn.layers.gat import GraphAttention
 
 
 class SpatialBranch(nn.Module):
@@ -18,7 +18,7 @@ class SpatialBranch(nn.Module):
         drop_edge: DropEdge probability during training (default 0.05).
         v2: GATv2 (default) or GAT.
         fused: run GATv2's edge operations in the compiled CPU kernels (default True; see
-            :class:`~stmgt.nn.gat.GraphAttention`).
+            :class:`~stmgt.nn.layers.gat.GraphAttention`).
 
     Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``[B, T, N, D]``.
     """

@@ -10,7 +10,7 @@ The selective scan, for every channel ``d`` and state ``n`` (``u`` input, ``delt
 
     h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t,        y_t = C_t . h_t + D u_t
 
-has five implementations that agree (tested in ``tests/nn/test_mamba.py``):
+has five implementations that agree (tested in ``tests/nn/layers/test_mamba.py``):
 
 * :func:`selective_scan_sequential`: the reference, one loop step per time step;
 * :func:`selective_scan_chunked` (default where the compiled kernel is not built): closed form

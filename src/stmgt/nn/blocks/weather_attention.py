@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stmgt.nn.positional import PositionalEncoding
+from stmgt.nn.layers.positional_encoding import PositionalEncoding
 
 
 class WeatherCrossAttention(nn.Module):
