@@ -2,7 +2,7 @@
 
 Input embedding, then ``blocks`` x :class:`~stmgt.nn.blocks.stmamba_block.STMambaBlock`
 (``docs/design.md``: GAT over nodes, pivot, Mamba over time, pivot back), then the same
-decoder as STMGT (:class:`~stmgt.models.stmgt.ForecastDecoder`: horizon projection, weather
+decoder as STMGT (:class:`~stmgt.nn.blocks.decoder.ForecastDecoder`: horizon projection, weather
 cross-attention, Gaussian-mixture head). Mamba: Gu and Dao, arXiv:2312.00752.
 
 Everything before the decoder is causal in time (the GAT mixes nodes within a step, the
@@ -22,7 +22,7 @@ from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.errors import ConfigError, DataError
 from stmgt.models.base import DataInfo, ForecastModel
-from stmgt.models.stmgt import ForecastDecoder
+from stmgt.nn.blocks.decoder import ForecastDecoder
 from stmgt.nn.blocks.input_embedding import InputEmbedding
 from stmgt.nn.blocks.stmamba_block import STMambaBlock
 from stmgt.nn.layers.mamba import MambaState

@@ -25,6 +25,7 @@ _EXPORTS = {
     "HorizonProjection": "stmgt.nn.blocks.horizon_projection",
     "FlatHorizonProjection": "stmgt.nn.blocks.horizon_projection",
     "HorizonCalendar": "stmgt.nn.blocks.horizon_calendar",
+    "ForecastDecoder": "stmgt.nn.blocks.decoder",
 }
 
 __all__ = list(_EXPORTS)
