@@ -36,6 +36,11 @@ def test_block_shapes_and_gate_details():
         assert alpha.shape == (2, T, N, 16) and (alpha >= 0).all() and (alpha <= 1).all()
     ei, att = m.details["spatial_attention"][0]
     assert att.shape == (2 * T, ei.shape[1], 4)
+    assert m.details["weather_attention"].shape == (2, 4 * N, T)  # [B, H*N, L]: the history's weather
+    m.keep_details = False
+    m.details = {}
+    m(make_batch(B=2, T=T, H=4, N=N), ring_graph(N))
+    assert m.details == {}
 
 
 def test_spatial_branch_off_ignores_the_graph_and_weather_off_ignores_weather():
@@ -61,9 +66,9 @@ def test_cross_attention_weather_is_not_degenerate_but_document_form_is():
                                                            .reshape(8, 5, 16)]))
     assert torch.allclose(out_doc, out_doc[:, :1].expand_as(out_doc), atol=1e-6)  # same for every node
     ours = WeatherCrossAttention(16, 3, 2, 0.0).eval()
-    ours.keep_attention = True
-    ours(h, w)
-    att = ours.last_attention  # [B, S*N, L]
+    assert ours(h, w).shape == h.shape  # the output alone unless asked
+    out, att = ours(h, w, return_attention=True)  # att [B, S*N, L]
+    assert out.shape == h.shape
     assert att.shape == (2, 20, 4) and not torch.allclose(att, torch.full_like(att, 0.25), atol=1e-3)
 
 
@@ -116,6 +121,12 @@ def test_chunked_checkpointing_equals_the_plain_model_without_dropout():
     torch.testing.assert_close(out[0][0], out[1][0], atol=1e-5, rtol=1e-5)
     for g1, g2 in zip(out[0][1], out[1][1]):
         torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
+    for m in (plain, ck):  # the gates of the chunks are joined; the spatial attention needs one chunk
+        m.keep_details = True
+        m(b, ring_graph(N))
+    for g1, g2 in zip(plain.details["gate"], ck.details["gate"]):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
+    assert ck.details["spatial_attention"] == [None, None]
 
 
 def test_flat_decoder_reads_every_history_step_into_every_horizon_step():

@@ -46,8 +46,9 @@ class STMamba(ForecastModel):
     :class:`GaussianMixture` with batch shape ``[B, H, N]`` in scaled units. With ``T' = history``
     this is the usual windowed forecast; a longer history runs the (causal) encoder over all
     ``T'`` steps and decodes its last ``history`` outputs, which is what streaming computes.
-    With ``keep_details = True`` the spatial attention of each block,
-    ``(edge_index_with_loops, alpha [B, T, E', heads])``, of the last forward is kept in ``details``.
+    With ``keep_details = True`` the last forward keeps in ``details``: ``"spatial_attention"``, each
+    block's ``(edge_index_with_loops, alpha [B, T, E', heads])`` (None without the spatial phase), and
+    ``"weather_attention"``, the decoder's (see :class:`~stmgt.nn.blocks.decoder.ForecastDecoder`).
 
     Streaming: :meth:`init_state`, :meth:`encode_step`, :meth:`decode`; see :class:`StreamingForecaster`
     and :meth:`stream_forecast`.
@@ -103,7 +104,10 @@ class STMamba(ForecastModel):
         if Tp > T:
             batch = _last_steps(batch, T)
             h = h[:, Tp - T:]  # [B, T, N, D]
-        return self.decoder(h, batch)
+        if not self.keep_details:
+            return self.decoder(h, batch)
+        dist, self.details["weather_attention"] = self.decoder(h, batch, return_attention=True)
+        return dist
 
     def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
         return self.decode(self.encode(batch, edge_index), batch)

@@ -30,9 +30,10 @@ class STMGT(ForecastModel):
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 
     Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch
-    shape ``[B, H, N]`` in scaled units. With ``keep_details = True`` the gate values of each
-    block (``[B, T, N, D]``) and the spatial attention (``(edge_index_with_loops, alpha [B*T, E', heads])``)
-    of the last forward are kept in ``details``.
+    shape ``[B, H, N]`` in scaled units. With ``keep_details = True`` the last forward keeps in
+    ``details``: ``"gate"``, the fusion gate of each block (``[B, T, N, D]``); ``"spatial_attention"``,
+    each block's ``(edge_index_with_loops, alpha [B*T, E', heads])``; ``"weather_attention"``, the
+    decoder's (see :class:`~stmgt.nn.blocks.decoder.ForecastDecoder`).
     """
 
     name = "stmgt"
@@ -60,14 +61,26 @@ class STMGT(ForecastModel):
                 c = self.cfg.checkpoint_chunk or h.shape[0]
                 parts = [checkpoint(block, h[i:i + c], edge_index, self.keep_details, use_reentrant=False)
                          for i in range(0, h.shape[0], c)]
-                h = torch.cat([p[0] for p in parts])
-                alpha = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
-                att = parts[0][2] if len(parts) == 1 else None
+                out = _join_chunks(parts) if self.keep_details else torch.cat(parts)
             else:
-                h, alpha, att = block(h, edge_index, return_attention=self.keep_details)
+                out = block(h, edge_index, return_attention=self.keep_details)
             if self.keep_details:
-                gates.append(alpha)
+                h, (gate, att) = out
+                gates.append(gate)
                 atts.append(att)
-        if self.keep_details:
-            self.details = {"gate": gates, "spatial_attention": atts}
-        return self.decoder(h, batch)
+            else:
+                h = out
+        if not self.keep_details:
+            return self.decoder(h, batch)
+        dist, weather_att = self.decoder(h, batch, return_attention=True)
+        self.details = {"gate": gates, "spatial_attention": atts, "weather_attention": weather_att}
+        return dist
+
+
+def _join_chunks(parts: list) -> tuple:
+    """Outputs ``(h, (gate, attention))`` of one block over chunks of the batch, joined as one call's;
+    the spatial attention is kept only when there was one chunk."""
+    h = torch.cat([p[0] for p in parts])
+    gate = None if parts[0][1][0] is None else torch.cat([p[1][0] for p in parts])
+    att = parts[0][1][1] if len(parts) == 1 else None
+    return h, (gate, att)

@@ -40,7 +40,9 @@ class ForecastDecoder(nn.Module):
             ``weather_dim`` ``W`` (0: no weather, whatever ``cfg.weather``), ``num_nodes``,
             ``steps_per_day``, ``day_classes``.
 
-    Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
+    Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``;
+    with ``return_attention=True`` also the weather attention: ``[B, H*N, L]`` with ``weather="cross"``
+    (``L`` weather steps), ``[B*T, N, N]`` with ``"document"``, None without weather.
     """
 
     def __init__(self, cfg: ModelConfig, info: DataInfo):
@@ -58,15 +60,22 @@ class ForecastDecoder(nn.Module):
                                          cfg.dropout) if cfg.horizon_calendar else None)
         self.head = GaussianMixtureHead.from_config(cfg.hidden, cfg)
 
-    def forward(self, h: Tensor, batch: Batch) -> GaussianMixture:
+    def forward(self, h: Tensor, batch: Batch,
+                return_attention: bool = False) -> GaussianMixture | tuple[GaussianMixture, Tensor | None]:
         T = self.history
+        att = None
         if self.weather_pre is not None:
-            h = self.weather_pre(h, batch.weather[:, :T])
+            h = self.weather_pre(h, batch.weather[:, :T], return_attention=return_attention)
+            if return_attention:
+                h, att = h
         h = self.projection(h)  # [B, H, N, D]
         if self.weather is not None:
             w = batch.weather if self.weather_forecast else batch.weather[:, :T]  # [B, L, W]
-            h = self.weather(h, w)
+            h = self.weather(h, w, return_attention=return_attention)
+            if return_attention:
+                h, att = h
         if self.calendar is not None:
             h = self.calendar(h, batch.tod[:, T:], batch.dow[:, T:])  # the forecast steps' own calendar
         anchor = last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
-        return self.head(h, anchor)
+        dist = self.head(h, anchor)
+        return (dist, att) if return_attention else dist

@@ -12,13 +12,15 @@ class GatedFusion(nn.Module):
     Args:
         hidden: feature size ``D`` (default 96).
 
-    Shapes: ``spatial, temporal [B, T, N, D]`` -> ``(fused [B, T, N, D], alpha [B, T, N, D])``.
+    Shapes: ``spatial, temporal [B, T, N, D]`` -> ``fused [B, T, N, D]``; with
+    ``return_attention=True`` also the gate ``alpha [B, T, N, D]`` (the weight of the spatial branch).
     """
 
     def __init__(self, hidden: int = 96):
         super().__init__()
         self.gate = nn.Linear(2 * hidden, hidden)
 
-    def forward(self, spatial: Tensor, temporal: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, spatial: Tensor, temporal: Tensor, return_attention: bool = False):
         alpha = torch.sigmoid(self.gate(torch.cat([spatial, temporal], dim=-1)))  # [B, T, N, D]
-        return temporal + alpha * (spatial - temporal), alpha
+        fused = temporal + alpha * (spatial - temporal)
+        return (fused, alpha) if return_attention else fused

@@ -20,7 +20,8 @@ class SpatialBranch(nn.Module):
         fused: run GATv2's edge operations in the compiled CPU kernels (default True; see
             :class:`~stmgt.nn.layers.gat.GraphAttention`).
 
-    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``[B, T, N, D]``.
+    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``[B, T, N, D]``; with ``return_attention=True``
+    also ``(edge_index_with_loops [2, E'], alpha [B*T, E', heads])``.
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
