@@ -9,6 +9,10 @@ from torch import Tensor, nn
 class GatedFusion(nn.Module):
     """``alpha * spatial + (1 - alpha) * temporal`` with ``alpha = sigmoid(W [spatial || temporal])``.
 
+    The gated fusion of GMAN (Zheng et al., "GMAN: A Graph Multi-Attention Network for Traffic
+    Prediction", AAAI 2020), its two linear maps written as one on the concatenation; one gate per
+    node, step and feature.
+
     Args:
         hidden: feature size ``D`` (default 96).
 
