@@ -11,11 +11,10 @@ from stmgt.nn.blocks.horizon_projection import FlatHorizonProjection, HorizonPro
 from stmgt.nn.blocks.weather_attention import DocumentWeatherAttention, WeatherCrossAttention
 from stmgt.nn.layers.mixture_head import GaussianMixtureHead, last_observed
 
-if TYPE_CHECKING:  # annotations only: the blocks do not import the models that use them
+if TYPE_CHECKING:  # annotations only
     from stmgt.config import ModelConfig
     from stmgt.data.windows import Batch
     from stmgt.distributions.mixture import GaussianMixture
-    from stmgt.models.base import DataInfo
 
 
 class ForecastDecoder(nn.Module):
@@ -45,7 +44,7 @@ class ForecastDecoder(nn.Module):
     (``L`` weather steps), ``[B*T, N, N]`` with ``"document"``, None without weather.
     """
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo):
+    def __init__(self, cfg: ModelConfig, info):
         super().__init__()
         self.history, self.weather_forecast, self.anchor = info.history, cfg.weather_forecast, cfg.anchor_last
         mode = cfg.weather if info.weather_dim > 0 else "none"
