@@ -14,6 +14,8 @@ PACKAGES = [
     "stmgt.evaluation",
     "stmgt.models",
     "stmgt.nn",
+    "stmgt.nn.blocks",
+    "stmgt.nn.layers",
     "stmgt.training",
 ]
 

@@ -146,6 +146,7 @@ def test_keep_details_spatial_attention():
     m(make_batch(), graph())
     atts = m.details["spatial_attention"]
     assert len(atts) == 2 and atts[0][1].shape[:2] == (2, 6)
+    assert m.details["weather_attention"].shape[:2] == (2, 4 * N)  # [B, H*N, L]
 
 
 def test_streaming_equals_full_window_float32():

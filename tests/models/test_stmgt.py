@@ -37,6 +37,11 @@ def test_block_shapes_and_gate_details():
         assert alpha.shape == (2, T, N, 16) and (alpha >= 0).all() and (alpha <= 1).all()
     ei, att = m.details["spatial_attention"][0]
     assert att.shape == (2 * T, ei.shape[1], 4)
+    assert m.details["weather_attention"].shape == (2, 4 * N, T)  # [B, H*N, L]: the history's weather
+    m.keep_details = False
+    m.details = {}
+    m(make_batch(B=2, T=T, H=4, N=N), ring_graph(N))
+    assert m.details == {}
 
 
 def test_spatial_branch_off_ignores_the_graph_and_weather_off_ignores_weather():
@@ -48,24 +53,6 @@ def test_spatial_branch_off_ignores_the_graph_and_weather_off_ignores_weather():
     a = m(b, ring_graph(N)).mean
     b.weather = torch.randn_like(b.weather)
     torch.testing.assert_close(a, m(b, torch.zeros(2, 0, dtype=torch.long)).mean)
-
-
-def test_cross_attention_weather_is_not_degenerate_but_document_form_is():
-    """The document's keys are identical per step, so its attention output cannot depend on the node."""
-    from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
-
-    torch.manual_seed(0)
-    h = torch.randn(2, 4, 5, 16)
-    w = torch.randn(2, 4, 3)
-    doc = DocumentWeatherAttention(16, 3, 2, 0.0).eval()
-    out_doc, _ = doc.cross_attn(h.reshape(8, 5, 16), *(2 * [doc.weather_proj(w).unsqueeze(2).expand(2, 4, 5, 16)
-                                                           .reshape(8, 5, 16)]))
-    assert torch.allclose(out_doc, out_doc[:, :1].expand_as(out_doc), atol=1e-6)  # same for every node
-    ours = WeatherCrossAttention(16, 3, 2, 0.0).eval()
-    ours.keep_attention = True
-    ours(h, w)
-    att = ours.last_attention  # [B, S*N, L]
-    assert att.shape == (2, 20, 4) and not torch.allclose(att, torch.full_like(att, 0.25), atol=1e-3)
 
 
 def test_missing_inputs_are_flagged_to_the_model():
@@ -117,27 +104,12 @@ def test_chunked_checkpointing_equals_the_plain_model_without_dropout():
     torch.testing.assert_close(out[0][0], out[1][0], atol=1e-5, rtol=1e-5)
     for g1, g2 in zip(out[0][1], out[1][1]):
         torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
-
-
-def test_flat_decoder_reads_every_history_step_into_every_horizon_step():
-    from stmgt.nn.horizon import FlatHorizonProjection
-
-    torch.manual_seed(0)
-    proj = FlatHorizonProjection(history=5, horizon=3, hidden=8, reduced=2)
-    x = torch.randn(2, 5, 4, 8, requires_grad=True)
-    out = proj(x)
-    assert out.shape == (2, 3, 4, 8)
-    # node 1's horizon step 2 depends on each of node 1's history steps and on no other node
-    g = torch.autograd.grad(out[0, 2, 1].sum(), x)[0]
-    assert (g[0, :, 1].abs().sum(-1) > 0).all()
-    assert g[0, :, [0, 2, 3]].abs().sum() == 0 and g[1].abs().sum() == 0
-    # the same numbers as the formula written out: W2 flatten_t(W1 x_t)
-    z = torch.einsum("btnd,rd->bntr", x, proj.reduce.weight) + proj.reduce.bias  # [B, N, T, r]
-    ref = (z.reshape(2, 4, 10) @ proj.out.weight.T + proj.out.bias).view(2, 4, 3, 8).transpose(1, 2)
-    torch.testing.assert_close(out, ref)
-    m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, decoder="flat"), DataInfo(num_nodes=4, history=5,
-                                                                                         horizon=3))
-    assert isinstance(m.decoder.projection, FlatHorizonProjection)
+    for m in (plain, ck):  # the gates of the chunks are joined; the spatial attention needs one chunk
+        m.keep_details = True
+        m(b, ring_graph(N))
+    for g1, g2 in zip(plain.details["gate"], ck.details["gate"]):
+        torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
+    assert ck.details["spatial_attention"] == [None, None]
 
 
 def test_horizon_calendar_gives_each_forecast_step_its_own_clock():
@@ -160,35 +132,19 @@ def test_horizon_calendar_gives_each_forecast_step_its_own_clock():
         assert torch.allclose(mean[0], mean[1]) is (not on)
 
 
-def test_window_embedding_adds_the_flattened_window_to_every_step():
-    from stmgt.nn.embedding import InputEmbedding
+def test_decoder_flat_builds_the_flat_projection():
+    from stmgt.nn.blocks.horizon_projection import FlatHorizonProjection
 
-    torch.manual_seed(0)
-    emb = InputEmbedding(in_channels=1, hidden=6, window=4)
-    x, mask = torch.randn(2, 4, 3, 1), torch.rand(2, 4, 3) > 0.2
-    out = emb(x, mask)
-    feats = torch.cat([x, mask.unsqueeze(-1).float()], -1)  # [B, T, N, 2]
-    win = feats.permute(0, 2, 1, 3).reshape(2, 3, 8) @ emb.window.weight.T + emb.window.bias  # [B, N, D]
-    ref = emb.norm(emb.linear(feats) + win.unsqueeze(1))
-    torch.testing.assert_close(out, ref)
+    m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, decoder="flat"), DataInfo(num_nodes=4, history=5,
+                                                                                         horizon=3))
+    assert isinstance(m.decoder.projection, FlatHorizonProjection)
+
+
+def test_window_embedding_is_refused_by_stmamba():
     with pytest.raises(ConfigError, match="window_embedding: not a setting of stmamba"):
         build_model(model_config("stmamba", hidden=8, heads=2, window_embedding=True), DataInfo(num_nodes=3))
 
 
-def test_input_norm_off_keeps_the_token_linear_in_the_reading():
-    """With LayerNorm a reading and twice it give nearly the same token far from 0 (saturation);
-    without, the token moves by exactly the linear map of the difference."""
-    from stmgt.nn.embedding import InputEmbedding
-
-    torch.manual_seed(0)
-    mask = torch.ones(1, 4, 3, dtype=torch.bool)
-    x = torch.full((1, 4, 3, 1), 1000.0)
-    for norm in (True, False):
-        emb = InputEmbedding(in_channels=1, hidden=6, norm=norm)
-        a, b = emb(x, mask), emb(2 * x, mask)
-        if norm:
-            torch.testing.assert_close(a, b, atol=1e-2, rtol=0)  # saturated: the scale is lost
-        else:
-            torch.testing.assert_close(b - a, (1000.0 * emb.linear.weight[:, 0]).expand_as(a))
+def test_input_norm_off_removes_the_embedding_norm():
     m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, input_norm=False), DataInfo(num_nodes=3))
     assert isinstance(m.embedding.norm, torch.nn.Identity)

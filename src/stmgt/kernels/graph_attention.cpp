@@ -1,6 +1,6 @@
 // Fused edge operations of GATv2 over a batch of graphs that share one edge list.
 //
-// The plain-PyTorch path (stmgt/nn/gat.py) materialises several [B', E, H, C] tensors per layer
+// The plain-PyTorch path (stmgt/nn/layers/gat.py) materialises several [B', E, H, C] tensors per layer
 // (gathered sources, gathered targets, their sum, its LeakyReLU, the weighted messages) and keeps
 // them for the backward pass: at 207 roads, 2,833 edges, batch 32 x 12 steps and hidden 96 each is
 // 0.4 GB. These kernels compute the same two edge operations from the node-level tensors alone:

@@ -8,7 +8,7 @@
 // never writes a state-sized tensor per step, which is what makes the plain-PyTorch scan
 // memory-bound. The backward pass recomputes the T states of a sequence into a per-thread buffer
 // ([T + 1, Di, N]) and runs the adjoint recurrence backwards. Tested against the sequential
-// PyTorch reference in tests/nn/test_mamba.py.
+// PyTorch reference in tests/nn/layers/test_selective_scan.py.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 

@@ -77,7 +77,7 @@ class SpatioTemporalConfig(NeuralModelConfig):
     history (STAEformer's output layer)."""
     horizon_calendar: bool = False
     """Give each forecast step its own time of day, day of week and the road's identity before the
-    head (:class:`~stmgt.nn.horizon_calendar.HorizonCalendar`)."""
+    head (:class:`~stmgt.nn.blocks.horizon_calendar.HorizonCalendar`)."""
     anchor_last: bool = True
     """Mixture means are offsets from each node's last observed reading (False: the original design's head)."""
 

@@ -20,7 +20,7 @@ from stmgt.config import NeuralModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
-from stmgt.nn.mixture_head import GaussianMixtureHead
+from stmgt.nn.layers.mixture_head import GaussianMixtureHead
 
 
 class GRUConfig(NeuralModelConfig):

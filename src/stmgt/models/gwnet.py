@@ -24,8 +24,8 @@ from stmgt.config import NeuralModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
-from stmgt.nn.gat import add_self_loops
-from stmgt.nn.mixture_head import GaussianMixtureHead
+from stmgt.nn.layers.gat import add_self_loops
+from stmgt.nn.layers.mixture_head import GaussianMixtureHead
 
 
 class SparseTransition:

@@ -22,7 +22,7 @@ from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
 from stmgt.models.historical_average import tod_slot
-from stmgt.nn.mixture_head import GaussianMixtureHead
+from stmgt.nn.layers.mixture_head import GaussianMixtureHead
 
 
 class ResidualMLP(nn.Module):

@@ -1,8 +1,8 @@
 """STMamba: STMGT with its blocks replaced by interleaved GAT -> Mamba blocks, and streaming.
 
-Input embedding, then ``blocks`` x :class:`~stmgt.nn.stmamba_block.STMambaBlock`
+Input embedding, then ``blocks`` x :class:`~stmgt.nn.blocks.stmamba_block.STMambaBlock`
 (``docs/design.md``: GAT over nodes, pivot, Mamba over time, pivot back), then the same
-decoder as STMGT (:class:`~stmgt.models.stmgt.ForecastDecoder`: horizon projection, weather
+decoder as STMGT (:class:`~stmgt.nn.blocks.decoder.ForecastDecoder`: horizon projection, weather
 cross-attention, Gaussian-mixture head). Mamba: Gu and Dao, arXiv:2312.00752.
 
 Everything before the decoder is causal in time (the GAT mixes nodes within a step, the
@@ -23,10 +23,10 @@ from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.errors import DataError
 from stmgt.models.base import DataInfo, ForecastModel, SpatioTemporalConfig
-from stmgt.models.stmgt import ForecastDecoder
-from stmgt.nn.embedding import InputEmbedding
-from stmgt.nn.mamba import MambaState
-from stmgt.nn.stmamba_block import STMambaBlock
+from stmgt.nn.blocks.decoder import ForecastDecoder
+from stmgt.nn.blocks.input_embedding import InputEmbedding
+from stmgt.nn.blocks.stmamba_block import STMambaBlock
+from stmgt.nn.layers.mamba import MambaState
 
 StreamState = list[MambaState]
 """Recurrent state of an :class:`STMamba` encoder: one :class:`MambaState` per block, each over
@@ -69,8 +69,9 @@ class STMamba(ForecastModel):
     :class:`GaussianMixture` with batch shape ``[B, H, N]`` in scaled units. With ``T' = history``
     this is the usual windowed forecast; a longer history runs the (causal) encoder over all
     ``T'`` steps and decodes its last ``history`` outputs, which is what streaming computes.
-    With ``keep_details = True`` the spatial attention of each block,
-    ``(edge_index_with_loops, alpha [B, T, E', heads])``, of the last forward is kept in ``details``.
+    With ``keep_details = True`` the last forward keeps in ``details``: ``"spatial_attention"``, each
+    block's ``(edge_index_with_loops, alpha [B, T, E', heads])`` (None without the spatial phase), and
+    ``"weather_attention"``, the decoder's (see :class:`~stmgt.nn.blocks.decoder.ForecastDecoder`).
 
     Streaming: :meth:`init_state`, :meth:`encode_step`, :meth:`decode`; see :class:`StreamingForecaster`
     and :meth:`stream_forecast`.
@@ -125,7 +126,10 @@ class STMamba(ForecastModel):
         if Tp > T:
             batch = _last_steps(batch, T)
             h = h[:, Tp - T:]  # [B, T, N, D]
-        return self.decoder(h, batch)
+        if not self.keep_details:
+            return self.decoder(h, batch)
+        dist, self.details["weather_attention"] = self.decoder(h, batch, return_attention=True)
+        return dist
 
     def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
         return self.decode(self.encode(batch, edge_index), batch)

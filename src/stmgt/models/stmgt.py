@@ -18,12 +18,9 @@ from torch.utils.checkpoint import checkpoint
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel, SpatioTemporalConfig
-from stmgt.nn.embedding import InputEmbedding
-from stmgt.nn.horizon import FlatHorizonProjection, HorizonProjection
-from stmgt.nn.horizon_calendar import HorizonCalendar
-from stmgt.nn.mixture_head import GaussianMixtureHead, last_observed
-from stmgt.nn.st_block import STBlock
-from stmgt.nn.weather import DocumentWeatherAttention, WeatherCrossAttention
+from stmgt.nn.blocks.decoder import ForecastDecoder
+from stmgt.nn.blocks.input_embedding import InputEmbedding
+from stmgt.nn.blocks.st_block import STBlock
 
 
 class STMGTConfig(SpatioTemporalConfig):
@@ -41,51 +38,6 @@ class STMGTConfig(SpatioTemporalConfig):
     """With ``checkpoint``: run each block over chunks of this many samples (bounds memory on huge graphs)."""
 
 
-class ForecastDecoder(nn.Module):
-    """What STMGT and STMamba share after their blocks: horizon projection, weather, mixture head.
-
-    ``weather="document"`` applies the original design's block on the history steps before the
-    projection (as the original does); ``"cross"`` applies our cross-attention on the horizon
-    steps, over the history's weather tokens (and the horizon's with ``weather_forecast``).
-    With ``anchor_last`` the mixture means are offsets from each node's last observed reading
-    (a reparametrisation of the head: the network predicts the change, which it learns faster).
-    ``decoder="flat"`` reads each horizon step out of the whole flattened history
-    (:class:`~stmgt.nn.horizon.FlatHorizonProjection`) instead of a shared mix of time steps.
-    ``horizon_calendar`` adds each forecast step's time of day, day of week and the road's identity
-    (:class:`~stmgt.nn.horizon_calendar.HorizonCalendar`) before the head.
-
-    Shapes: ``h [B, T, N, D]``, ``batch.weather [B, T+H, W]`` -> :class:`GaussianMixture` ``[B, H, N]``.
-    """
-
-    def __init__(self, cfg: SpatioTemporalConfig, info: DataInfo):
-        super().__init__()
-        self.history, self.weather_forecast, self.anchor = info.history, cfg.weather_forecast, cfg.anchor_last
-        mode = cfg.weather if info.weather_dim > 0 else "none"
-        self.weather_mode = mode
-        self.weather_pre = (DocumentWeatherAttention(cfg.hidden, info.weather_dim, cfg.heads, cfg.dropout)
-                            if mode == "document" else None)
-        self.weather = (WeatherCrossAttention(cfg.hidden, info.weather_dim, cfg.heads, cfg.dropout)
-                        if mode == "cross" else None)
-        self.projection = (FlatHorizonProjection(info.history, info.horizon, cfg.hidden) if cfg.decoder == "flat"
-                           else HorizonProjection(info.history, info.horizon))
-        self.calendar = (HorizonCalendar(cfg.hidden, info.num_nodes, info.steps_per_day, info.day_classes,
-                                         cfg.dropout) if cfg.horizon_calendar else None)
-        self.head = GaussianMixtureHead.from_config(cfg.hidden, cfg)
-
-    def forward(self, h: Tensor, batch: Batch) -> GaussianMixture:
-        T = self.history
-        if self.weather_pre is not None:
-            h = self.weather_pre(h, batch.weather[:, :T])
-        h = self.projection(h)  # [B, H, N, D]
-        if self.weather is not None:
-            w = batch.weather if self.weather_forecast else batch.weather[:, :T]  # [B, L, W]
-            h = self.weather(h, w)
-        if self.calendar is not None:
-            h = self.calendar(h, batch.tod[:, T:], batch.dow[:, T:])  # the forecast steps' own calendar
-        anchor = last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
-        return self.head(h, anchor)
-
-
 class STMGT(ForecastModel):
     """STMGT (``docs/design.md``): see the module docstring.
 
@@ -95,9 +47,10 @@ class STMGT(ForecastModel):
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 
     Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch
-    shape ``[B, H, N]`` in scaled units. With ``keep_details = True`` the gate values of each
-    block (``[B, T, N, D]``) and the spatial attention (``(edge_index_with_loops, alpha [B*T, E', heads])``)
-    of the last forward are kept in ``details``.
+    shape ``[B, H, N]`` in scaled units. With ``keep_details = True`` the last forward keeps in
+    ``details``: ``"gate"``, the fusion gate of each block (``[B, T, N, D]``); ``"spatial_attention"``,
+    each block's ``(edge_index_with_loops, alpha [B*T, E', heads])``; ``"weather_attention"``, the
+    decoder's (see :class:`~stmgt.nn.blocks.decoder.ForecastDecoder`).
     """
 
     name = "stmgt"
@@ -127,14 +80,26 @@ class STMGT(ForecastModel):
                 c = self.cfg.checkpoint_chunk or h.shape[0]
                 parts = [checkpoint(block, h[i:i + c], edge_index, self.keep_details, use_reentrant=False)
                          for i in range(0, h.shape[0], c)]
-                h = torch.cat([p[0] for p in parts])
-                alpha = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
-                att = parts[0][2] if len(parts) == 1 else None
+                out = _join_chunks(parts) if self.keep_details else torch.cat(parts)
             else:
-                h, alpha, att = block(h, edge_index, return_attention=self.keep_details)
+                out = block(h, edge_index, return_attention=self.keep_details)
             if self.keep_details:
-                gates.append(alpha)
+                h, (gate, att) = out
+                gates.append(gate)
                 atts.append(att)
-        if self.keep_details:
-            self.details = {"gate": gates, "spatial_attention": atts}
-        return self.decoder(h, batch)
+            else:
+                h = out
+        if not self.keep_details:
+            return self.decoder(h, batch)
+        dist, weather_att = self.decoder(h, batch, return_attention=True)
+        self.details = {"gate": gates, "spatial_attention": atts, "weather_attention": weather_att}
+        return dist
+
+
+def _join_chunks(parts: list) -> tuple:
+    """Outputs ``(h, (gate, attention))`` of one block over chunks of the batch, joined as one call's;
+    the spatial attention is kept only when there was one chunk."""
+    h = torch.cat([p[0] for p in parts])
+    gate = None if parts[0][1][0] is None else torch.cat([p[1][0] for p in parts])
+    att = parts[0][1][1] if len(parts) == 1 else None
+    return h, (gate, att)

@@ -1,30 +1,25 @@
-"""Building blocks of STMGT and STMamba, each ``[B, T, N, D]`` in and out unless stated.
+"""Neural-network parts, by role (as torch-spatiotemporal's ``tsl.nn.layers`` / ``tsl.nn.blocks``).
 
-The names below are imported on first use.
+* :mod:`stmgt.nn.layers`: generic layers (graph attention, Mamba and its selective scans,
+  positional encoding, dropout, the Gaussian-mixture head);
+* :mod:`stmgt.nn.blocks`: the parts of STMGT and STMamba built from them (embedding, branches,
+  fusion, the two models' blocks, weather attention, horizon projections and calendar, the shared
+  forecast decoder).
+
+Details on request: a layer or block returns its attention (or gate) weights only when called
+with ``return_attention=True``, as a tuple after its output; a model keeps them in
+``model.details`` after a forward with ``model.keep_details = True``.
+
+Every public name of both packages is also exported here, imported on first use.
 """
 
 from __future__ import annotations
 
 from stmgt._lazy import lazy_exports
+from stmgt.nn.blocks import _EXPORTS as _BLOCKS
+from stmgt.nn.layers import _EXPORTS as _LAYERS
 
-_EXPORTS = {
-    "InputEmbedding": "stmgt.nn.embedding",
-    "GraphAttention": "stmgt.nn.gat",
-    "SpatialBranch": "stmgt.nn.spatial",
-    "PositionalEncoding": "stmgt.nn.positional",
-    "TemporalBranch": "stmgt.nn.temporal",
-    "GatedFusion": "stmgt.nn.fusion",
-    "STBlock": "stmgt.nn.st_block",
-    "Mamba": "stmgt.nn.mamba",
-    "STMambaBlock": "stmgt.nn.stmamba_block",
-    "HorizonProjection": "stmgt.nn.horizon",
-    "FlatHorizonProjection": "stmgt.nn.horizon",
-    "HorizonCalendar": "stmgt.nn.horizon_calendar",
-    "WeatherCrossAttention": "stmgt.nn.weather",
-    "DocumentWeatherAttention": "stmgt.nn.weather",
-    "GaussianMixtureHead": "stmgt.nn.mixture_head",
-    "FastDropout": "stmgt.nn.dropout",
-}
+_EXPORTS = {**_LAYERS, **_BLOCKS}
 
 __all__ = list(_EXPORTS)
 

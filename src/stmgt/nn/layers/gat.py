@@ -5,7 +5,7 @@ ICLR 2022) on a graph copied once per sample and time step (``[B*T*N, F]`` with 
 ``B*T``-times replicated ``edge_index``). Here the node features keep a leading batch
 dimension ``[B', N, F]`` and the one ``edge_index [2, E]`` is indexed once for the whole batch:
 no copies of the graph, and the same numbers as ``GATv2Conv`` (checked against PyG in
-``tests/nn/test_gat.py``).
+``tests/nn/layers/test_gat.py``).
 """
 
 from __future__ import annotations

@@ -32,6 +32,12 @@ def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
 class FastDropout(nn.Module):
     """Drop-in replacement for ``nn.Dropout(p)`` (see the module docstring).
 
+    In training, ``y = x * m / (1 - p)`` with ``m_i ~ Bernoulli(1 - p)`` (Srivastava et al., JMLR 2014);
+    in evaluation ``y = x``.
+
+    Args:
+        p: probability of zeroing an element (default 0.5), in ``[0, 1]``.
+
     Shapes: any -> the same.
     """
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stmgt.nn.dropout import FastDropout, fast_dropout
-from stmgt.nn.positional import PositionalEncoding
+from stmgt.nn.layers.dropout import FastDropout, fast_dropout
+from stmgt.nn.layers.positional_encoding import PositionalEncoding
 
 
 class TemporalBranch(nn.Module):
@@ -17,7 +17,7 @@ class TemporalBranch(nn.Module):
     on sinusoidally position-encoded sequences (Vaswani et al., NeurIPS 2017), as in the original
     STMGT design (see ``docs/design.md``). Attention runs through ``scaled_dot_product_attention``;
     the parameters are laid out as in ``nn.MultiheadAttention`` (``in_proj_weight``,
-    ``in_proj_bias``, ``out_proj``) and the outputs equal it (``tests/nn/test_temporal.py``).
+    ``in_proj_bias``, ``out_proj``) and the outputs equal it (``tests/nn/blocks/test_temporal_branch.py``).
 
     Args:
         hidden: feature size ``D`` (default 96).

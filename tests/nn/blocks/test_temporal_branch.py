@@ -1,6 +1,6 @@
 import torch
 
-from stmgt.nn.temporal import TemporalBranch
+from stmgt.nn.blocks.temporal_branch import TemporalBranch
 
 
 def test_attention_equals_nn_multiheadattention():
@@ -25,7 +25,7 @@ def test_branch_processes_each_node_independently():
 
 
 def test_training_path_equals_sdpa_when_the_dropout_mask_keeps_everything(monkeypatch):
-    import stmgt.nn.temporal as temporal
+    import stmgt.nn.blocks.temporal_branch as temporal
 
     torch.manual_seed(0)
     t = TemporalBranch(32, 4, dropout=0.2)

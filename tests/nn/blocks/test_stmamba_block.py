@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stmgt.errors import ConfigError
-from stmgt.nn.stmamba_block import STMambaBlock, pivot_to_space, pivot_to_time
+from stmgt.nn.blocks.stmamba_block import STMambaBlock, pivot_to_space, pivot_to_time
 
 F64 = torch.float64
 

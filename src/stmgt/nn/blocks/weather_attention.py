@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stmgt.nn.positional import PositionalEncoding
+from stmgt.nn.layers.positional_encoding import PositionalEncoding
 
 
 class WeatherCrossAttention(nn.Module):
@@ -25,8 +25,8 @@ class WeatherCrossAttention(nn.Module):
         dropout: attention dropout (default 0.2).
 
     Shapes: ``h [B, S, N, D]`` (``S`` query steps), ``weather [B, L, W]`` (``L`` weather steps)
-    -> ``[B, S, N, D]``. The attention weights ``[B, S*N, L]`` are kept in ``last_attention``
-    when ``keep_attention`` is set.
+    -> ``[B, S, N, D]``; with ``return_attention=True`` also the attention weights ``[B, S*N, L]``
+    (averaged over heads).
     """
 
     def __init__(self, hidden: int = 96, weather_dim: int = 3, heads: int = 4, dropout: float = 0.2):
@@ -35,22 +35,28 @@ class WeatherCrossAttention(nn.Module):
         self.pos = PositionalEncoding(hidden)
         self.cross_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(hidden)
-        self.keep_attention = False
-        self.last_attention = None
 
-    def forward(self, h: Tensor, weather: Tensor) -> Tensor:
+    def forward(self, h: Tensor, weather: Tensor, return_attention: bool = False):
         B, S, N, D = h.shape
         kv = self.pos(self.weather_proj(weather))  # [B, L, D]: one token per weather step
         q = h.reshape(B, S * N, D)  # [B, S*N, D]
-        out, att = self.cross_attn(q, kv, kv, need_weights=self.keep_attention)
-        self.last_attention = att
-        return self.norm(h + out.view(B, S, N, D))
+        out, att = self.cross_attn(q, kv, kv, need_weights=return_attention)  # att [B, S*N, L] or None
+        out = self.norm(h + out.view(B, S, N, D))
+        return (out, att) if return_attention else out
 
 
 class DocumentWeatherAttention(nn.Module):
     """The original STMGT design's weather block (kept as an ablation, see module docstring).
 
-    Shapes: ``h [B, T, N, D]``, ``weather [B, T, W]`` -> ``[B, T, N, D]``.
+    Args:
+        hidden: feature size ``D`` (default 96).
+        weather_dim: covariates per step ``W`` (default 3).
+        heads: attention heads (default 4).
+        dropout: attention dropout (default 0.2).
+
+    Shapes: ``h [B, T, N, D]``, ``weather [B, T, W]`` -> ``[B, T, N, D]``; with
+    ``return_attention=True`` also the attention weights ``[B*T, N, N]`` (averaged over heads;
+    uniform over the keys, which are all alike).
     """
 
     def __init__(self, hidden: int = 96, weather_dim: int = 3, heads: int = 4, dropout: float = 0.2):
@@ -59,8 +65,9 @@ class DocumentWeatherAttention(nn.Module):
         self.cross_attn = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, h: Tensor, weather: Tensor) -> Tensor:
+    def forward(self, h: Tensor, weather: Tensor, return_attention: bool = False):
         B, T, N, D = h.shape
         w = self.weather_proj(weather).unsqueeze(2).expand(B, T, N, D).reshape(B * T, N, D)  # [B*T, N, D]
-        out, _ = self.cross_attn(h.reshape(B * T, N, D), w, w, need_weights=False)
-        return self.norm(h + out.view(B, T, N, D))
+        out, att = self.cross_attn(h.reshape(B * T, N, D), w, w, need_weights=return_attention)
+        out = self.norm(h + out.view(B, T, N, D))
+        return (out, att) if return_attention else out

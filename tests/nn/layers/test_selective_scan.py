@@ -1,17 +1,14 @@
-"""The Mamba layer: every scan agrees with the sequential reference, streaming equals forward.
+"""The selective scans: every implementation agrees with the sequential reference.
 
 Measured float32 error against the float64 reference (``test_chunked_float32_tolerance``: unit-scale
 inputs, ``delta`` in [1e-4, 6], ``A`` in [-17, -0.05], T = 50), as max |error| / max |reference|
 over the outputs, the final state and the gradients w.r.t. u, delta, A, B, C, D, h0: sequential
 float32 2.2e-7; chunked 2.2e-7 (chunk 1), 4e-7 (4), 7e-7 (8), 2.4e-6 (16 and 32). The tests allow
-2e-5. For the whole layer in float32 (unit-scale inputs, default init, outputs up to 0.35) the
-error is 8e-8 absolute; the test allows 1e-5. In float64 all scans agree to about 1e-14; the tests
-allow 1e-10.
+2e-5. In float64 all scans agree to about 1e-14; the tests allow 1e-10.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 
 import pytest
@@ -19,20 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from stmgt.errors import ConfigError
-from stmgt.nn import mamba as mamba_module
-from stmgt.nn.mamba import (
-    SCAN_SEGMENT,
-    Mamba,
-    MambaState,
-    auto_chunk,
-    get_scan,
-    selective_scan_auto,
-    selective_scan_chunked,
-    selective_scan_compiled,
-    selective_scan_cuda,
-    selective_scan_mambapy,
-    selective_scan_sequential,
-)
+from stmgt.nn.layers.mamba import Mamba
+from stmgt.nn.layers.selective_scan import compiled, recurrence
+from stmgt.nn.layers.selective_scan.chunked import auto_chunk, selective_scan_chunked
+from stmgt.nn.layers.selective_scan.compiled import selective_scan_compiled
+from stmgt.nn.layers.selective_scan.dispatch import get_scan, selective_scan_auto
+from stmgt.nn.layers.selective_scan.external import selective_scan_cuda, selective_scan_mambapy
+from stmgt.nn.layers.selective_scan.recurrence import SCAN_SEGMENT
+from stmgt.nn.layers.selective_scan.reference import selective_scan_sequential
 
 F64 = torch.float64
 
@@ -116,7 +107,7 @@ def test_chunked_is_stable_for_huge_decays():
     assert all(torch.isfinite(x).all() for x in g)
 
 
-# chunk 1 is the recurrence with a hand-written backward (_SelectiveScanFn), in segments of SCAN_SEGMENT steps
+# chunk 1 is the recurrence with a hand-written backward (SelectiveScanFn), in segments of SCAN_SEGMENT steps
 @pytest.mark.parametrize("T", [1, SCAN_SEGMENT // 2 + 1, SCAN_SEGMENT, 2 * SCAN_SEGMENT + 5])
 @pytest.mark.parametrize("with_h0", [True, False])
 def test_recurrence_equals_sequential_forward_and_gradients(T, with_h0):
@@ -144,7 +135,7 @@ def test_recurrence_equals_sequential_forward_and_gradients(T, with_h0):
 
 
 def test_recurrence_gradcheck(monkeypatch):
-    monkeypatch.setattr(mamba_module, "SCAN_SEGMENT", 2)  # T = 5: segments of 2, 2 and 1 steps
+    monkeypatch.setattr(recurrence, "SCAN_SEGMENT", 2)  # T = 5: segments of 2, 2 and 1 steps
     args = scan_inputs(Bp=2, T=5, Di=2, N=3)
     u, delta, A, B, C, D, h0 = [t.requires_grad_(True) for t in args]
     torch.autograd.gradcheck(
@@ -155,7 +146,7 @@ def test_recurrence_gradcheck(monkeypatch):
 @pytest.mark.parametrize("segment", [3, SCAN_SEGMENT])
 def test_recurrence_gradient_through_final_state_only(monkeypatch, segment):
     # streaming training: the loss sees only h_T (y unused), and the gradient reaches h0
-    monkeypatch.setattr(mamba_module, "SCAN_SEGMENT", segment)
+    monkeypatch.setattr(recurrence, "SCAN_SEGMENT", segment)
     args = scan_inputs(T=11)
     w_h = torch.randn(2, 6, 4, dtype=F64)
     ref, new = ([t.detach().clone().requires_grad_(True) for t in args] for _ in range(2))
@@ -275,7 +266,7 @@ def test_loading_the_kernel_keeps_subnormal_numbers():
 def test_auto_scan_uses_the_kernel_or_falls_back_with_a_warning(monkeypatch):
     args = scan_inputs(T=9)
     y_ref, _ = run(selective_scan_sequential, args)
-    monkeypatch.setattr(mamba_module, "_COMPILED_OK", None)
+    monkeypatch.setattr(compiled, "_COMPILED_OK", None)
 
     def broken():
         raise ConfigError("the compiled selective scan could not be built (no g++)")
@@ -286,7 +277,7 @@ def test_auto_scan_uses_the_kernel_or_falls_back_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="using the plain-PyTorch scan"):
         y, _ = run(selective_scan_auto, args)  # falls back to the chunked scan
     torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
-    assert mamba_module._COMPILED_OK is False
+    assert compiled._COMPILED_OK is False
     with pytest.raises(ConfigError, match="no g\\+\\+"):
         get_scan("compiled")  # asked for by name: an error, not a fallback
 
@@ -314,114 +305,3 @@ def test_unavailable_backends_raise_one_line_config_error(monkeypatch):
         get_scan("cuda")
     with pytest.raises(ConfigError, match="unknown Mamba scan"):
         Mamba(8, scan="fast")
-
-
-# ---------------------------------------------------------------------------------------- layer
-def layer(scan="chunked", d_model=8, seed=0, **kw):
-    torch.manual_seed(seed)
-    m = Mamba(d_model, d_state=4, scan=scan, **kw).double().eval()
-    with torch.no_grad():  # move dt away from its tiny initial range so the state matters
-        m.dt_proj.bias.add_(2.0)
-    return m
-
-
-def test_layer_shapes_and_reference_initialisation():
-    m = Mamba(40, d_state=16, d_conv=4, expand=2)
-    assert m.dt_rank == math.ceil(40 / 16) == 3 and m.d_inner == 80
-    assert m.in_proj.out_features == 160 and m.x_proj.out_features == 3 + 32
-    torch.testing.assert_close(-torch.exp(m.A_log), -torch.arange(1.0, 17.0).expand(80, 16))
-    torch.testing.assert_close(m.D.detach(), torch.ones(80))
-    dt = F.softplus(m.dt_proj.bias.detach())  # inverse softplus init: dt in [dt_min, dt_max]
-    assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 1e-1 * (1 + 1e-5)
-    x = torch.randn(3, 5, 40)
-    assert m(x).shape == (3, 5, 40)
-    y, st = m(x, return_state=True)
-    assert isinstance(st, MambaState) and st.conv.shape == (3, 80, 3) and st.ssm.shape == (3, 80, 16)
-
-
-@pytest.mark.parametrize("scan", ["sequential", "mambapy", "compiled"])
-def test_layer_scans_agree(scan):
-    if scan == "compiled":
-        _need_compiled_kernel()
-    if scan == "mambapy":
-        pytest.importorskip("mambapy", reason="mambapy is not installed (pip install mambapy)")
-    x = torch.randn(3, 11, 8, dtype=F64)
-    ref = layer("chunked", chunk=4)
-    other = layer(scan)
-    other.load_state_dict(ref.state_dict())
-    torch.testing.assert_close(other(x), ref(x), rtol=0, atol=1e-10)
-
-
-def test_layer_matches_mambapy_mambablock():
-    """An independent implementation of the whole layer, with our weights."""
-    mp = pytest.importorskip("mambapy.mamba", reason="mambapy is not installed (pip install mambapy)")
-    ours = layer("chunked", d_model=16, chunk=3)
-    cfg = mp.MambaConfig(d_model=16, n_layers=1, d_state=4, d_conv=4, expand_factor=2, pscan=False)
-    theirs = mp.MambaBlock(cfg).double()
-    theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(2, 10, 16, dtype=F64)
-    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-10)
-
-
-@pytest.mark.parametrize("d_conv", [1, 4])
-def test_step_streaming_equals_forward(d_conv):
-    m = layer(d_conv=d_conv, chunk=4)
-    x = torch.randn(3, 9, 8, dtype=F64)
-    y_full, st_full = m(x, return_state=True)
-    st = m.init_state(3)
-    assert st.conv.dtype == F64
-    ys = []
-    for t in range(x.shape[1]):
-        y_t, st = m.step(x[:, t], st)
-        ys.append(y_t)
-    torch.testing.assert_close(torch.stack(ys, 1), y_full, rtol=0, atol=1e-10)
-    torch.testing.assert_close(st.conv, st_full.conv, rtol=0, atol=1e-12)
-    torch.testing.assert_close(st.ssm, st_full.ssm, rtol=0, atol=1e-10)
-
-
-@pytest.mark.parametrize("split", [1, 2, 5, 8])  # 1 and 2 are shorter than the conv history (3)
-def test_forward_continues_from_returned_state(split):
-    m = layer(chunk=3)
-    x = torch.randn(2, 9, 8, dtype=F64)
-    y_full, st_full = m(x, return_state=True)
-    y1, st = m(x[:, :split], return_state=True)
-    y2, st2 = m(x[:, split:], state=st, return_state=True)
-    torch.testing.assert_close(torch.cat([y1, y2], 1), y_full, rtol=0, atol=1e-10)
-    torch.testing.assert_close(st2.ssm, st_full.ssm, rtol=0, atol=1e-10)
-    # and a zero state is the same as no state
-    torch.testing.assert_close(m(x, state=m.init_state(2)), y_full, rtol=0, atol=0)
-
-
-def test_layer_is_causal():
-    m = layer(chunk=4)
-    x = torch.randn(2, 12, 8, dtype=F64)
-    y = m(x)
-    for t in (0, 5, 11):
-        x2 = x.clone()
-        x2[:, t] += torch.randn(2, 8, dtype=F64)
-        y2 = m(x2)
-        torch.testing.assert_close(y2[:, :t], y[:, :t], rtol=0, atol=0)
-        assert (y2[:, t] - y[:, t]).abs().max() > 1e-6
-
-
-def test_checkpointed_scan_same_gradients():
-    x = torch.randn(2, 10, 8, dtype=F64)
-    grads_ = []
-    for ckpt in (False, True):
-        m = layer(chunk=3, checkpoint=ckpt).train()
-        m(x).pow(2).sum().backward()
-        grads_.append({n: p.grad.clone() for n, p in m.named_parameters()})
-    for n, g in grads_[0].items():
-        torch.testing.assert_close(grads_[1][n], g, rtol=0, atol=1e-10)
-    assert all(g.abs().sum() > 0 for g in grads_[0].values())
-
-
-@pytest.mark.parametrize("chunk", [1, 16])
-def test_layer_float32_tolerance(chunk):
-    torch.manual_seed(3)
-    m = Mamba(16, scan="chunked", chunk=chunk).eval()
-    ref = Mamba(16, scan="sequential").double().eval()
-    ref.load_state_dict(m.state_dict())
-    x = torch.randn(4, 40, 16)
-    err = (m(x).double() - ref(x.double())).abs().max().item()
-    assert err < 1e-5

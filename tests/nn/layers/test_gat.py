@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch_geometric.nn import GATConv, GATv2Conv
 
-from stmgt.nn.gat import EdgePlan, GraphAttention, add_self_loops, gather_src, segment_softmax, segment_sum
+from stmgt.nn.layers.gat import EdgePlan, GraphAttention, add_self_loops, gather_src, segment_softmax, segment_sum
 
 
 def _pair(v2, F=16, C=8, H=4):
@@ -96,7 +96,7 @@ def test_drop_edge_only_in_training_and_keeps_self_loops():
 def test_fused_kernels_equal_the_pytorch_path_in_training(dtype, tol, threads):
     """The compiled edge kernels (scores and weighted sums) give the PyTorch path's outputs and every
     gradient, with DropEdge and attention dropout drawn from the same random stream."""
-    from stmgt.nn.gat import fused_kernels_available
+    from stmgt.nn.layers.gat import fused_kernels_available
 
     if not fused_kernels_available():
         pytest.skip("the graph-attention kernel cannot be built here (no g++/ninja)")
@@ -126,7 +126,7 @@ def test_fused_kernels_equal_the_pytorch_path_in_training(dtype, tol, threads):
 
 
 def test_fused_kernels_pass_gradcheck():
-    from stmgt.nn.gat import _FusedAggregate, _FusedScore, fused_kernels_available
+    from stmgt.nn.layers.gat import _FusedAggregate, _FusedScore, fused_kernels_available
 
     if not fused_kernels_available():
         pytest.skip("the graph-attention kernel cannot be built here (no g++/ninja)")

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from stmgt.errors import ConfigError
-from stmgt.nn.gat import GraphAttention
-from stmgt.nn.mamba import Mamba, MambaState
+from stmgt.nn.layers.gat import GraphAttention
+from stmgt.nn.layers.mamba import Mamba, MambaState
 
 
 def pivot_to_time(x: Tensor) -> Tensor:
@@ -51,7 +51,7 @@ class STMambaBlock(nn.Module):
         d_state, d_conv, expand: Mamba state size (16), convolution width (4), expansion (2).
         gat_v2: GATv2 instead of the original design's GAT (default False).
         scan: Mamba scan, ``"auto"`` (default), ``"compiled"``, ``"chunked"``, ``"sequential"``,
-            ``"mambapy"`` or ``"cuda"`` (see :class:`~stmgt.nn.mamba.Mamba`).
+            ``"mambapy"`` or ``"cuda"`` (see :class:`~stmgt.nn.layers.mamba.Mamba`).
         spatial: with False, Phase 1 is skipped and the block is the temporal half alone (an
             ablation: "does the graph help?"). Default True.
         node_chunk: if set, memory-saving mode: the Mamba phase runs over chunks of at most
@@ -67,7 +67,7 @@ class STMambaBlock(nn.Module):
         ``forward``: ``x [B, T, N, F]``, ``edge_index [2, E]`` -> ``[B, T, N, F]``; with
         ``return_attention`` also ``(edge_index_with_self_loops [2, E'], alpha [B, T, E', heads])``
         (None without the spatial phase);
-        with ``return_state`` also the :class:`~stmgt.nn.mamba.MambaState` of the ``B*N`` series.
+        with ``return_state`` also the :class:`~stmgt.nn.layers.mamba.MambaState` of the ``B*N`` series.
         ``step``: ``x_t [B, N, F]`` and the state -> ``[B, N, F]`` and the new state.
     """
 

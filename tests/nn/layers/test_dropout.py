@@ -1,6 +1,6 @@
 import torch
 
-from stmgt.nn.dropout import FastDropout, fast_dropout
+from stmgt.nn.layers.dropout import FastDropout, fast_dropout
 
 
 def test_drop_rate_and_scaling():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stmgt.nn.fusion import GatedFusion
-from stmgt.nn.spatial import SpatialBranch
-from stmgt.nn.temporal import TemporalBranch
+from stmgt.nn.blocks.gated_fusion import GatedFusion
+from stmgt.nn.blocks.spatial_branch import SpatialBranch
+from stmgt.nn.blocks.temporal_branch import TemporalBranch
 
 
 class STBlock(nn.Module):
@@ -21,8 +21,10 @@ class STBlock(nn.Module):
             branch alone (an ablation: "does the graph help?").
         fused: GATv2's edge operations in the compiled CPU kernels (default True).
 
-    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``(h [B, T, N, D], alpha [B, T, N, D] or None,
-    attention or None)``.
+    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``h [B, T, N, D]``; with
+    ``return_attention=True`` also ``(gate, attention)``: the fusion gate ``alpha [B, T, N, D]`` and
+    the spatial attention ``(edge_index_with_loops [2, E'], alpha [B*T, E', heads])``, both None
+    without the spatial branch.
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
@@ -35,10 +37,9 @@ class STBlock(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
         t = self.temporal(x)
         if self.spatial is None:
-            return t, None, None
-        s = self.spatial(x, edge_index, return_attention=return_attention)
-        att = None
-        if return_attention:
-            s, att = s
-        h, alpha = self.fusion(s, t)
-        return h, alpha, att
+            return (t, (None, None)) if return_attention else t
+        if not return_attention:
+            return self.fusion(self.spatial(x, edge_index), t)
+        s, att = self.spatial(x, edge_index, return_attention=True)
+        h, gate = self.fusion(s, t, return_attention=True)
+        return h, (gate, att)

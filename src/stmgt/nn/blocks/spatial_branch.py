@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from stmgt.nn.dropout import FastDropout
-from stmgt.nn.gat import GraphAttention
+from stmgt.nn.layers.dropout import FastDropout
+from stmgt.nn.layers.gat import GraphAttention
 
 
 class SpatialBranch(nn.Module):
@@ -18,9 +18,10 @@ class SpatialBranch(nn.Module):
         drop_edge: DropEdge probability during training (default 0.05).
         v2: GATv2 (default) or GAT.
         fused: run GATv2's edge operations in the compiled CPU kernels (default True; see
-            :class:`~stmgt.nn.gat.GraphAttention`).
+            :class:`~stmgt.nn.layers.gat.GraphAttention`).
 
-    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``[B, T, N, D]``.
+    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``[B, T, N, D]``; with ``return_attention=True``
+    also ``(edge_index_with_loops [2, E'], alpha [B*T, E', heads])``.
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,

@@ -1,6 +1,6 @@
 import torch
 
-from stmgt.nn.mixture_head import GaussianMixtureHead, last_observed
+from stmgt.nn.layers.mixture_head import GaussianMixtureHead, last_observed
 
 
 def test_last_observed_carries_forward_over_gaps():
