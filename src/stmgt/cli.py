@@ -47,13 +47,16 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help=f"random seed (default {_default(TrainConfig, 'seed')})")
     p.add_argument("--history", type=int, help=f"input steps (default {_default(DataConfig, 'history')})")
     p.add_argument("--horizon", type=int, help=f"forecast steps (default {_default(DataConfig, 'horizon')})")
-    p.add_argument("--batch-size", type=int, help=f"windows per batch (default {_default(TrainConfig, 'batch_size')})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"windows per batch (default {_default(TrainConfig, 'batch_size')})")
     p.add_argument("--devices", type=int,
                    help=f"processes/devices for data-parallel training (default {_default(TrainConfig, 'devices')})")
     p.add_argument("--accelerator", choices=["cpu", "gpu", "cuda", "auto"],
                    help=f"default {_default(TrainConfig, 'accelerator')}")
-    p.add_argument("--nodes", type=int, help=f"synthetic city: sensor locations (default {_default(SyntheticConfig, 'nodes')})")
-    p.add_argument("--days", type=float, help=f"synthetic city: days of data (default {_default(SyntheticConfig, 'days')})")
+    p.add_argument("--nodes", type=int,
+                   help=f"synthetic city: sensor locations (default {_default(SyntheticConfig, 'nodes')})")
+    p.add_argument("--days", type=float,
+                   help=f"synthetic city: days of data (default {_default(SyntheticConfig, 'days')})")
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -336,7 +339,7 @@ def _cmd_models(a) -> int:
         width = max(map(len, MODELS))
         for name in MODELS:
             print(f"{name:<{width}}  {model_class(name).paper}")
-        print(f"\n`stmgt models NAME` lists a model's settings; set them under the config's model section.")
+        print("\n`stmgt models NAME` lists a model's settings; set them under the config's model section.")
         return 0
     if a.name not in MODELS:
         raise StmgtError(f"no model {a.name!r}; the models are {', '.join(MODELS)}")

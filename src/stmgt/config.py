@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from stmgt.errors import ConfigError, plain
 from stmgt.registry import DEFAULT_MODEL, MODELS, config_class, model_names
-
 
 
 class _Section(BaseModel):

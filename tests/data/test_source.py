@@ -29,7 +29,8 @@ def test_options_reach_the_loader(city, tmp_path):
 
 def test_an_option_the_loader_lacks_is_one_line(city):
     cfg = load_config(None, {"data.source": str(city), "data.options": {"unit": "mph"}}).data
-    with pytest.raises(ConfigError, match=r"^data.options: the city loader has no option 'unit'; its options are: .*units"):
+    says = r"^data.options: the city loader has no option 'unit'; its options are: .*units"
+    with pytest.raises(ConfigError, match=says):
         load_source(cfg)
     with pytest.raises(ConfigError, match="^data.options: the synthetic city takes no loader options"):
         load_source(load_config(None, {"data.options": {"units": "mph"}}).data)

@@ -125,7 +125,8 @@ def test_horizon_calendar_gives_each_forecast_step_its_own_clock():
     ei = ring_graph(N)
     for on in (False, True):
         torch.manual_seed(0)
-        m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, horizon_calendar=on, dropout=0.0, drop_edge=0.0),
+        cfg = model_config("stmgt", hidden=8, heads=2, blocks=1, horizon_calendar=on, dropout=0.0, drop_edge=0.0)
+        m = build_model(cfg,
                         DataInfo(num_nodes=N, history=4, horizon=3, weather_dim=0)).eval()
         mean = m(b, ei).mean
         assert mean.shape == (2, 3, N)

@@ -15,7 +15,6 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from stmgt.config import ModelConfig, NeuralModelConfig
-
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 
