@@ -43,7 +43,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", help="force the dataset format (tgcn, metr, pems, hcmc, i94, montevideo, city, panel)")
     p.add_argument("--model", help=f"model name: {', '.join(model_names())} (default {DEFAULT_MODEL});"
                                     " `stmgt models NAME` lists a model's settings")
-    p.add_argument("--max-epochs", type=int, help=f"at most this many epochs (default {_default(TrainConfig, 'max_epochs')})")
+    p.add_argument("--max-epochs", type=int,
+                   help=f"at most this many epochs (default {_default(TrainConfig, 'max_epochs')})")
     p.add_argument("--seed", type=int, help=f"random seed (default {_default(TrainConfig, 'seed')})")
     p.add_argument("--history", type=int, help=f"input steps (default {_default(DataConfig, 'history')})")
     p.add_argument("--horizon", type=int, help=f"forecast steps (default {_default(DataConfig, 'horizon')})")
