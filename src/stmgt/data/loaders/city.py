@@ -587,6 +587,7 @@ def grid_findings(panel: Panel) -> list[str]:
 
 
 def _read_nodes(path: Path) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """``(node ids in file order, id -> (lat, lon))`` from ``nodes.csv``; duplicates and non-WGS84 refused."""
     f = NODES_FILE
     df = read_table(path, text_columns=("node_id",))
     df = df.rename(columns={"latitude": "lat", "longitude": "lon"})
@@ -611,6 +612,8 @@ def _read_nodes(path: Path) -> tuple[list[str], dict[str, tuple[float, float]]]:
 def _read_edges(
     path: Path, index: dict[str, int], obs_file: str, *, symmetric: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(edge_index [2, E] int64, edge_weight [E] float32 or None)`` from ``edges.csv``: unknown ids,
+    bad weights and duplicate edges refused, self loops dropped, reverses added when ``symmetric``."""
     f = EDGES_FILE
     if not path.is_file():
         raise DataError(
