@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stmgt.data.loaders.city import _ids, _numeric, _read_table, _timestamps, _where
+from stmgt.data import tables
 from stmgt.data.panel import Panel
+from stmgt.data.tables import id_column, numeric_column, parse_timestamps, row_location
 from stmgt.data.windows import Batch, PanelTensors
 from stmgt.errors import ConfigError, DataError
 from stmgt.run import Run
@@ -86,7 +87,7 @@ def _check_range(v: np.ndarray, column: str, scaler: dict | None, channel: int, 
         far = np.abs(v - mean) > MAX_Z * scale
     if far.any():
         i = int(np.argmax(far))
-        raise DataError(f"{_where(file, i)}: {column} {v[i]:g} is far outside the training data (mean {mean:.4g},"
+        raise DataError(f"{row_location(file, i)}: {column} {v[i]:g} is far outside the training data (mean {mean:.4g},"
                         f" std {std:.4g}; at most {MAX_Z} x {scale:.4g} away is accepted); check the units or"
                         " leave the cell empty")
 
@@ -98,7 +99,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{p}: is a folder; give the CSV or parquet file of recent observations")
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    return _read_table(p, text_columns=("node_id",))
+    return tables.read_table(p, text_columns=("node_id",))
 
 
 def recent_panel(run: Run, path: str | Path, *, min_coverage: float = MIN_COVERAGE,
@@ -132,7 +133,7 @@ def panel_from_frame(run: Run, df: pd.DataFrame, path: str, *, min_coverage: flo
                         f" at least the last {T} steps of every node")
     df = df.reset_index(drop=True)
     name = Path(path).name
-    nid = _ids(df["node_id"], name, "node_id")
+    nid = id_column(df["node_id"], name, "node_id")
     node_ids = [str(n) for n in meta["node_ids"]]
     index = {n: i for i, n in enumerate(node_ids)}
     unknown = list(dict.fromkeys(n for n in nid if n not in index))
@@ -140,14 +141,14 @@ def panel_from_frame(run: Run, df: pd.DataFrame, path: str, *, min_coverage: flo
         raise DataError(f"{path}: node_id {_listing(unknown)} {'is' if len(unknown) == 1 else 'are'} not"
                         f" {'a node' if len(unknown) == 1 else 'nodes'} of this run ({len(unknown)} unknown);"
                         f" use the node ids the model was trained on (e.g. {node_ids[0]!r})")
-    ts = _timestamps(df["timestamp"], name)
-    values = _numeric(df["value"], name, "value", allow_missing=True)
+    ts = parse_timestamps(df["timestamp"], name)
+    values = numeric_column(df["value"], name, "value", allow_missing=True)
     names = meta["covariate_names"]
     missing = [c for c in names if c not in df.columns]
     if missing:
         raise DataError(f"{path}: the model was trained with covariates {', '.join(names)}; column(s)"
                         f" {', '.join(missing)} missing; add them (same names and units as in training)")
-    cov_cols = {n: _numeric(df[n], name, n, allow_missing=True) for n in names}
+    cov_cols = {n: numeric_column(df[n], name, n, allow_missing=True) for n in names}
     _check_range(values, "value", meta["scaler"], 0, name)
     for j, n in enumerate(names):
         _check_range(cov_cols[n], n, meta["cov_scaler"], j, name)

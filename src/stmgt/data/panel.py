@@ -64,7 +64,22 @@ class Panel:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> Panel:
-        """Check shapes, timestamps, graph and covariates; normalise dtypes in place."""
+        """Check shapes, timestamps, graph and covariates; normalise dtypes in place.
+
+        The checks run in this order, each normalising its fields before the next starts:
+        values and mask, timestamps, node ids, edges, covariates, coords. Returns ``self``.
+        """
+        T, N = self._check_values()
+        self._check_timestamps(T)
+        self._check_node_ids(N)
+        self._check_edge_index(N)
+        self._check_edge_weight()
+        self._check_covariates(T)
+        self._check_coords(N)
+        return self
+
+    def _check_values(self) -> tuple[int, int]:
+        """``values`` -> float32 ``[T, N, C]`` (0 where unobserved), ``mask`` -> bool; returns ``(T, N)``."""
         v = np.asarray(self.values)
         if v.ndim == 2:
             v = v[:, :, None]
@@ -76,14 +91,7 @@ class Panel:
         if T < 2 or N < 1:
             raise DataError(f"{self.name}: values need at least 2 time steps and 1 node, got shape {v.shape}")
         v = v.astype(np.float32, copy=False)
-        if self.mask is None:
-            m = np.isfinite(v)
-        else:
-            m = np.asarray(self.mask, dtype=bool)
-            if m.ndim == 2:
-                m = m[:, :, None]
-            if m.shape != v.shape:
-                raise DataError(f"{self.name}: mask has shape {m.shape} but values have shape {v.shape}")
+        m = self._mask_for(v)
         bad = m & ~np.isfinite(v)
         if bad.any():
             t, n, c = np.argwhere(bad)[0]
@@ -91,9 +99,22 @@ class Panel:
                 f"{self.name}: value at step {t}, node {n}, channel {c} is {v[t, n, c]} but marked observed;"
                 " set its mask to False"
             )
-        v = np.where(m, v, 0.0).astype(np.float32)
-        self.values, self.mask = v, m
+        self.values, self.mask = np.where(m, v, 0.0).astype(np.float32), m
+        return T, N
 
+    def _mask_for(self, v: np.ndarray) -> np.ndarray:
+        """The bool mask ``[T, N, C]`` of values ``v``: the given one (``[T, N]`` widened), else finite values."""
+        if self.mask is None:
+            return np.isfinite(v)
+        m = np.asarray(self.mask, dtype=bool)
+        if m.ndim == 2:
+            m = m[:, :, None]
+        if m.shape != v.shape:
+            raise DataError(f"{self.name}: mask has shape {m.shape} but values have shape {v.shape}")
+        return m
+
+    def _check_timestamps(self, T: int) -> None:
+        """``timestamps`` -> ``[T]`` ``datetime64[ns]``, no NaT, strictly increasing at one fixed gap."""
         ts = np.asarray(self.timestamps)
         try:
             ts = ts.astype("datetime64[ns]")
@@ -120,6 +141,8 @@ class Panel:
             )
         self.timestamps = ts
 
+    def _check_node_ids(self, N: int) -> None:
+        """``node_ids`` -> ``N`` unique strings (default ``"0".."N-1"``)."""
         ids = [str(i) for i in range(N)] if self.node_ids is None else [str(i) for i in self.node_ids]
         if len(ids) != N:
             raise DataError(f"{self.name}: {len(ids)} node ids for {N} nodes in values")
@@ -128,6 +151,8 @@ class Panel:
             raise DataError(f"{self.name}: node id {dup!r} appears more than once")
         self.node_ids = ids
 
+    def _check_edge_index(self, N: int) -> None:
+        """``edge_index`` -> int64 ``[2, E]`` of whole node positions in ``0..N-1`` (empty: ``[2, 0]``)."""
         ei = np.asarray(self.edge_index)
         if ei.size == 0:
             ei = np.zeros((2, 0), dtype=np.int64)
@@ -145,40 +170,49 @@ class Panel:
                 f"{self.name}: edge {j} ({ei[0, j]} -> {ei[1, j]}) names a node outside 0..{N - 1}"
             )
         self.edge_index = ei
-        if self.edge_weight is not None:
-            w = np.asarray(self.edge_weight, dtype=np.float32).reshape(-1)
-            if w.shape[0] != ei.shape[1]:
-                raise DataError(f"{self.name}: {w.shape[0]} edge weights for {ei.shape[1]} edges")
-            if not np.isfinite(w).all():
-                raise DataError(f"{self.name}: edge weight {int(np.argmax(~np.isfinite(w)))} is NaN or inf")
-            if (w < 0).any():
-                raise DataError(f"{self.name}: edge weight {int(np.argmax(w < 0))} is negative")
-            self.edge_weight = w
 
-        if self.covariates is not None:
-            cov = np.asarray(self.covariates, dtype=np.float32)
-            if cov.ndim == 1:
-                cov = cov[:, None]
-            if cov.ndim != 2 or cov.shape[0] != T:
-                raise DataError(f"{self.name}: covariates must be [T={T}, W], got {tuple(cov.shape)}")
-            if not np.isfinite(cov).all():
-                t, w = np.argwhere(~np.isfinite(cov))[0]
-                raise DataError(
-                    f"{self.name}: covariate {w} is NaN at step {t}; fill gaps (e.g. forward-fill) before"
-                    " building the panel"
-                )
-            names = list(self.covariate_names) or [f"cov{i}" for i in range(cov.shape[1])]
-            if len(names) != cov.shape[1]:
-                raise DataError(f"{self.name}: {len(names)} covariate names for {cov.shape[1]} covariates")
-            self.covariates, self.covariate_names = cov, names
-        else:
+    def _check_edge_weight(self) -> None:
+        """``edge_weight`` (when given) -> float32 ``[E]``, finite and non-negative."""
+        if self.edge_weight is None:
+            return
+        w = np.asarray(self.edge_weight, dtype=np.float32).reshape(-1)
+        if w.shape[0] != self.edge_index.shape[1]:
+            raise DataError(f"{self.name}: {w.shape[0]} edge weights for {self.edge_index.shape[1]} edges")
+        if not np.isfinite(w).all():
+            raise DataError(f"{self.name}: edge weight {int(np.argmax(~np.isfinite(w)))} is NaN or inf")
+        if (w < 0).any():
+            raise DataError(f"{self.name}: edge weight {int(np.argmax(w < 0))} is negative")
+        self.edge_weight = w
+
+    def _check_covariates(self, T: int) -> None:
+        """``covariates`` -> float32 ``[T, W]`` without NaN, with ``W`` names (default ``cov0``...);
+        no covariates: no names."""
+        if self.covariates is None:
             self.covariate_names = []
+            return
+        cov = np.asarray(self.covariates, dtype=np.float32)
+        if cov.ndim == 1:
+            cov = cov[:, None]
+        if cov.ndim != 2 or cov.shape[0] != T:
+            raise DataError(f"{self.name}: covariates must be [T={T}, W], got {tuple(cov.shape)}")
+        if not np.isfinite(cov).all():
+            t, w = np.argwhere(~np.isfinite(cov))[0]
+            raise DataError(
+                f"{self.name}: covariate {w} is NaN at step {t}; fill gaps (e.g. forward-fill) before"
+                " building the panel"
+            )
+        names = list(self.covariate_names) or [f"cov{i}" for i in range(cov.shape[1])]
+        if len(names) != cov.shape[1]:
+            raise DataError(f"{self.name}: {len(names)} covariate names for {cov.shape[1]} covariates")
+        self.covariates, self.covariate_names = cov, names
+
+    def _check_coords(self, N: int) -> None:
+        """``coords`` (when given) -> float64 ``[N, 2]`` (lat, lon)."""
         if self.coords is not None:
             xy = np.asarray(self.coords, dtype=np.float64)
             if xy.shape != (N, 2):
                 raise DataError(f"{self.name}: coords must be [N={N}, 2] (lat, lon), got {tuple(xy.shape)}")
             self.coords = xy
-        return self
 
     # ------------------------------------------------------------------ properties
     @property

@@ -201,24 +201,59 @@ def synthetic_graph(
     n = _check_int("num_nodes", num_nodes, 2)
     epn = _check_float("edges_per_node", edges_per_node, 1.0, 5.0)
     seed = _check_int("seed", seed, 0)
-    rng = _rng(seed, 0)
+    rng = _rng(seed, 0)  # the draws below happen in a fixed order: the same seed gives the same graph
 
+    rows, cols, r, c, xy_km = _grid_positions(n, rng)
+    row_cls, col_cls = _line_class(r, rows), _line_class(c, cols)
+    road_class = np.minimum(row_cls, col_cls).astype(np.int64)
+    cand, pref = _candidate_links(r, c, rows, cols, row_cls, col_cls, rng)
+    length = np.linalg.norm(xy_km[cand[0]] - xy_km[cand[1]], axis=1)
+    n_roads, n_oneway = _road_counts(n, cand.shape[1], epn)
+    roads, in_tree = _choose_roads(cand, length * pref, n, n_roads, rng)
+    edge_index = _direct_roads(cand, roads, in_tree, road_class, n_oneway, rng)
+    free_flow, bottleneck, capacity = _node_attributes(road_class, rng)
+    edge_length, travel_time, edge_weight, turn_share = _edge_attributes(edge_index, xy_km, free_flow, road_class)
+    width = max(3, len(str(n - 1)))
+    return SyntheticGraph(
+        edge_index=edge_index,
+        coords=_latlon(xy_km),
+        xy_km=xy_km,
+        road_class=road_class,
+        free_flow=free_flow,
+        capacity=capacity,
+        bottleneck=bottleneck,
+        edge_length_km=edge_length,
+        travel_time_min=travel_time,
+        edge_weight=edge_weight,
+        turn_share=turn_share,
+        node_ids=[f"road-{i:0{width}d}" for i in range(n)],
+    )
+
+
+def _grid_positions(n: int, rng: np.random.Generator) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, row [N], col [N], xy_km [N, 2])``: node ``i`` at grid cell ``divmod(i, cols)``, jittered."""
     rows = max(1, int(round(math.sqrt(n))))
     cols = -(-n // rows)
-    node = np.arange(n)
-    r, c = np.divmod(node, cols)
+    r, c = np.divmod(np.arange(n), cols)
     xy = np.stack([c, r], axis=1).astype(np.float64) + rng.uniform(-_JITTER, _JITTER, size=(n, 2))
-    xy_km = xy * _SPACING_KM
+    return rows, cols, r, c, xy * _SPACING_KM
 
-    def line_class(k: np.ndarray, size: int) -> np.ndarray:
-        hw = (k % 8 == 4) if size > 4 else (k == size // 2)
-        art = (k % 4 == 2) & ~hw
-        return np.where(hw, 0, np.where(art, 1, 2))
 
-    row_cls, col_cls = line_class(r, rows), line_class(c, cols)
-    road_class = np.minimum(row_cls, col_cls).astype(np.int64)
+def _line_class(k: np.ndarray, size: int) -> np.ndarray:
+    """Road class of grid lines ``k`` out of ``size``: every 8th (offset 4) highway, every 4th arterial."""
+    hw = (k % 8 == 4) if size > 4 else (k == size // 2)
+    art = (k % 4 == 2) & ~hw
+    return np.where(hw, 0, np.where(art, 1, 2))
 
-    # --- candidate links between grid neighbours (grid hash: cell -> node)
+
+def _candidate_links(
+    r: np.ndarray, c: np.ndarray, rows: int, cols: int, row_cls: np.ndarray, col_cls: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pairs [2, K], cost factor [K])``: links between grid neighbours (grid hash: cell -> node);
+    horizontal, vertical and one random diagonal per cell, cheaper along highway/arterial lines."""
+    n = r.shape[0]
+    node = np.arange(n)
     cell = np.full(rows * cols, -1, dtype=np.int64)
     cell[:n] = node
     diag = rng.random(n) < 0.5  # which diagonal each grid cell gets
@@ -241,17 +276,24 @@ def synthetic_graph(
             pref = np.full(a.shape, 1.3)
         pairs.append(np.stack([a, b]))
         prefs.append(pref)
-    cand = np.concatenate(pairs, axis=1)
-    length = np.linalg.norm(xy_km[cand[0]] - xy_km[cand[1]], axis=1)
-    pref = np.concatenate(prefs)
+    return np.concatenate(pairs, axis=1), np.concatenate(prefs)
 
-    n_cand = cand.shape[1]
+
+def _road_counts(n: int, n_cand: int, epn: float) -> tuple[int, int]:
+    """``(roads, one-way roads)`` giving about ``epn * n`` directed links out of ``n_cand`` candidates."""
     target_e = min(int(round(epn * n)), 2 * n_cand)  # tiny grids cannot hold many links
     n_roads = min(max(math.ceil(target_e / (2 - _ONEWAY_FRACTION)), n - 1), n_cand)
     n_oneway = max(0, 2 * n_roads - target_e)  # <= n_roads because target_e >= n - 1
+    return n_roads, n_oneway
 
-    # --- randomised Kruskal over the candidates -> spanning tree
-    key = length * pref * rng.uniform(0.85, 1.15, size=n_cand)
+
+def _choose_roads(
+    cand: np.ndarray, cost: np.ndarray, n: int, n_roads: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(chosen candidate indices, in-tree flags [K])``: a randomised Kruskal spanning tree over the
+    candidates, then the next cheapest (randomised) candidates up to ``n_roads``."""
+    n_cand = cand.shape[1]
+    key = cost * rng.uniform(0.85, 1.15, size=n_cand)
     order = np.argsort(key, kind="stable")
     parent = np.arange(n)
     in_tree = np.zeros(n_cand, dtype=bool)
@@ -265,13 +307,19 @@ def synthetic_graph(
             joined += 1
             if joined == n - 1:
                 break
-    extra_key = np.where(in_tree, np.inf, length * pref * rng.uniform(0.5, 2.0, size=n_cand))
+    extra_key = np.where(in_tree, np.inf, cost * rng.uniform(0.5, 2.0, size=n_cand))
     n_extra = n_roads - int(in_tree.sum())
     chosen = in_tree.copy()
     chosen[np.argsort(extra_key, kind="stable")[:n_extra]] = True
-    roads = np.flatnonzero(chosen)
+    return np.flatnonzero(chosen), in_tree
 
-    # --- one-way roads: off the tree first (keeps strong connectivity), highways last
+
+def _direct_roads(
+    cand: np.ndarray, roads: np.ndarray, in_tree: np.ndarray, road_class: np.ndarray, n_oneway: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``edge_index [2, E]`` int64 sorted by (source, target): ``n_oneway`` roads one-way (off the tree
+    first, which keeps strong connectivity; highways last), the others both ways."""
     is_hw = (road_class[cand[0, roads]] == 0) & (road_class[cand[1, roads]] == 0)
     prio = np.where(~in_tree[roads], 0, 1) + np.where(is_hw, 2, 0) + rng.random(roads.size)
     oneway = np.zeros(roads.size, dtype=bool)
@@ -281,9 +329,12 @@ def synthetic_graph(
     src = np.concatenate([np.where(oneway & flip, b, a), b[~oneway]])
     dst = np.concatenate([np.where(oneway & flip, a, b), a[~oneway]])
     o = np.lexsort((dst, src))
-    edge_index = np.stack([src[o], dst[o]]).astype(np.int64)
+    return np.stack([src[o], dst[o]]).astype(np.int64)
 
-    # --- node attributes
+
+def _node_attributes(road_class: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(free-flow km/h, bottleneck, relative capacity)``, each ``[N]``, drawn per road class."""
+    n = road_class.shape[0]
     mean_sd = np.array([_FREE_FLOW_KMH[k] for k in range(3)])
     free_flow = np.clip(
         mean_sd[road_class, 0] + mean_sd[road_class, 1] * rng.standard_normal(n),
@@ -292,32 +343,27 @@ def synthetic_graph(
     )
     bottleneck = rng.random(n) < np.where(road_class == 2, 0.5, 1.5) * _BOTTLENECK_FRACTION
     capacity = np.where(bottleneck, rng.uniform(0.72, 0.85, n), rng.uniform(0.95, 1.12, n))
+    return free_flow, bottleneck, capacity
 
+
+def _edge_attributes(
+    edge_index: np.ndarray, xy_km: np.ndarray, free_flow: np.ndarray, road_class: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(length km, free-flow minutes, float32 weight, turn share)``, each ``[E]`` (see :class:`SyntheticGraph`)."""
     s, t = edge_index
     edge_length = np.linalg.norm(xy_km[s] - xy_km[t], axis=1)
     travel_time = edge_length / (0.5 * (free_flow[s] + free_flow[t])) * 60.0
     edge_weight = (travel_time.min() / travel_time).astype(np.float32) if s.size else np.zeros(0, np.float32)
     turn = _TURN_WEIGHT[road_class[t]]
-    turn_share = turn / np.bincount(s, weights=turn, minlength=n)[s]
+    turn_share = turn / np.bincount(s, weights=turn, minlength=road_class.shape[0])[s]
+    return edge_length, travel_time, edge_weight, turn_share
 
+
+def _latlon(xy_km: np.ndarray) -> np.ndarray:
+    """``[N, 2]`` latitude/longitude in degrees of planar km positions east/north of the city's origin."""
     lat0, lon0 = _ORIGIN_LATLON
-    coords = np.stack(
+    return np.stack(
         [lat0 + xy_km[:, 1] / 111.2, lon0 + xy_km[:, 0] / (111.2 * math.cos(math.radians(lat0)))], axis=1
-    )
-    width = max(3, len(str(n - 1)))
-    return SyntheticGraph(
-        edge_index=edge_index,
-        coords=coords,
-        xy_km=xy_km,
-        road_class=road_class,
-        free_flow=free_flow,
-        capacity=capacity,
-        bottleneck=bottleneck,
-        edge_length_km=edge_length,
-        travel_time_min=travel_time,
-        edge_weight=edge_weight,
-        turn_share=turn_share,
-        node_ids=[f"road-{i:0{width}d}" for i in range(n)],
     )
 
 

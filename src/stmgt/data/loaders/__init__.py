@@ -29,8 +29,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from stmgt.data.loaders import city as _city
-from stmgt.data.loaders.city import OBS_FILES, grid_findings, load_city
+from stmgt.data.loaders.city import OBS_FILES, grid_findings, load_city, load_city_with_notes
 from stmgt.data.loaders.hcmc import PARQUET, load_hcmc, run_folders
 from stmgt.data.loaders.i94 import FILE as I94_FILE
 from stmgt.data.loaders.i94 import load_i94
@@ -170,7 +169,7 @@ def check(path: str | Path, format: str | None = None, **options) -> tuple[Panel
             raise DataError(f"{path}: no such file or folder")
         check_options("city", options)
         notes = []
-        panel = _city._load_city(path, notes, **options)
+        panel = load_city_with_notes(path, notes, **options)
     return panel, notes + grid_findings(panel)
 
 

@@ -9,10 +9,11 @@ A folder with three plain files (see ``docs/your_own_city.md`` for a walk-throug
       Times are taken as local wall-clock time; a UTC offset, if present, is dropped (the local
       time is kept) so calendar features follow the city's day. ``03/04/2024``-style dates are
       read in the one order the file allows (a number above 12 first: day-first); when no date
-      tells, ``dayfirst`` (or ``timestamp_format``) must say it (:func:`_date_order`).
+      tells, ``dayfirst`` (or ``timestamp_format``) must say it
+      (:func:`~stmgt.data.tables.parse_timestamps`).
     * ``node_id``: the sensor or road-segment name (read as text: ``007`` stays ``007``).
     * ``value``: the forecast target (speed, flow, ...), a number. An empty cell or one of
-      :data:`NA_TOKENS` (``NA, NaN, null, n/a, #N/A``, any case) means "not observed"; a missing row
+      :data:`~stmgt.data.tables.NA_TOKENS` (``NA, NaN, null, n/a, #N/A``, any case) means "not observed"; a missing row
       means the same; any other text is an error. ``0`` is a real reading unless
       ``zero_is_missing=True``.
 
@@ -46,21 +47,31 @@ cells are refused before allocation; coverage below :data:`MIN_COVERAGE` and gap
 Every format problem raises a one-line :class:`~stmgt.errors.DataError` naming the file, the line
 (``line 1`` is the CSV header) or column, and the fix.
 
-This module also holds the small helpers the other loaders share (:func:`parse_interval`,
-:func:`regular_grid`).
+This module also holds the small time-grid helpers the other loaders share (:func:`parse_interval`,
+:func:`regular_grid`, :func:`most_common_gap`, :func:`fill_covariates`); reading the tables
+(files, number, id and timestamp columns) is :mod:`stmgt.data.tables`.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stmgt.data.panel import Panel
-from stmgt.errors import ConfigError, DataError, warn
+from stmgt.data.tables import (
+    id_column,
+    missing_cells,
+    numeric_column,
+    parse_timestamps,
+    read_table,
+    require_columns,
+    row_location,
+    row_position,
+)
+from stmgt.errors import DataError, warn
 
 OBS_FILES = ("observations.parquet", "observations.csv")
 EDGES_FILE = "edges.csv"
@@ -69,10 +80,6 @@ REQUIRED = ("timestamp", "node_id", "value")
 NOT_COVARIATES = {"lat", "lon", "latitude", "longitude", "node_name"}
 MAX_EMPTY_RATIO = 50  # grid steps per distinct timestamp above which the interval is probably wrong
 OPTIONS_FILE = "city.json"
-#: Cell texts read as "not observed" (case-insensitive); any other text in a number column is an error.
-NA_TOKENS = ("", "NA", "NaN", "null", "n/a", "#N/A")
-_NA_LOWER = frozenset(t.lower() for t in NA_TOKENS)
-_NA_VALUES = sorted({v for t in NA_TOKENS for v in (t, t.lower(), t.upper(), t.title())})
 MAX_GRID_CELLS = 50_000_000  # steps x nodes above which a grid is refused (memory)
 MIN_COVERAGE = 0.5  # warn when fewer grid cells than this hold a reading
 GAP_WARN_FRACTION = 0.25  # warn when no node reads for longer than this share of the span
@@ -82,7 +89,6 @@ SNAP_TOLERANCE = 0.1  # an inferred grid moves readings at most this share of th
 #: Intervals an inferred one is rounded to when within 5 %.
 NICE_SECONDS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800,
                 21600, 43200, 86400, 604800)
-_DMY = r"^(\d{1,2})([/.\-])(\d{1,2})\2(\d{4}|\d{2})(?!\d)"
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -180,250 +186,6 @@ def fill_covariates(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.ffill().bfill()
 
 
-# ---------------------------------------------------------------------- file reading
-def _pos(file: str, i: int) -> str:
-    """Human position of data row ``i`` (0-based): CSV line numbers count the header as line 1."""
-    return f"line {i + 2}" if file.endswith(".csv") else f"row {i}"
-
-
-def _where(file: str, i: int) -> str:
-    return f"{file} {_pos(file, i)}"
-
-
-def _shown(x) -> str:
-    """A cell for a message: text quoted, numbers plain (never ``np.float64(...)``)."""
-    if hasattr(x, "item") and not isinstance(x, str):
-        x = x.item()
-    return repr(x) if isinstance(x, str) else str(x)
-
-
-def _read_table(path: Path, *, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A CSV or parquet file as a frame; only the :data:`NA_TOKENS` (any case) become missing."""
-    if path.stat().st_size == 0:
-        raise DataError(
-            f"{path}: the file is empty; it needs a header row and data rows (see docs/your_own_city.md)"
-        )
-    try:
-        if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        else:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", pd.errors.ParserWarning)
-                df = pd.read_csv(path, dtype={c: str for c in text_columns}, skipinitialspace=True,
-                                 keep_default_na=False, na_values=_NA_VALUES, index_col=False)
-            if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
-                df = None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty; it needs a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        kind = path.suffix[1:].upper()
-        raise DataError(f"{path}: cannot be read as {kind} ({msg}); save it as UTF-8 {kind}") from None
-    if df is None:
-        _too_many_fields(path)
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
-
-
-def _too_many_fields(path: Path) -> None:
-    """Name the first CSV line with more fields than the header (pandas would shift or drop them)."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f, skipinitialspace=True)
-        header = next(rows, [])
-        for n, row in enumerate(rows, start=2):
-            if len(row) > len(header):
-                raise DataError(
-                    f"{path.name} line {n}: {len(row)} fields but the header has {len(header)}; quote values that"
-                    " contain commas (\"41,5\"), use '.' as the decimal point, or add the missing column name"
-                )
-    raise DataError(f"{path.name}: some lines have more fields than the header; make every line match it")
-
-
-def _require(df: pd.DataFrame, cols: tuple[str, ...], file: str, hint: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        found = ", ".join(map(str, df.columns)) or "none"
-        raise DataError(
-            f"{file}: missing column(s) {', '.join(missing)}; found: {found}. {hint}"
-        )
-
-
-def _blank(col: pd.Series) -> np.ndarray:
-    """Cells that mean "not observed": missing, or one of :data:`NA_TOKENS` (any case, spaces ignored)."""
-    blank = col.isna().to_numpy()
-    if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
-        blank = blank | col.astype(str).str.strip().str.lower().isin(_NA_LOWER).to_numpy()
-    return blank
-
-
-def _numeric(
-    col: pd.Series, file: str, name: str, *, allow_missing: bool,
-    hint: str = " or leave the cell empty (empty, NA, NaN, null, n/a and #N/A mean missing)",
-) -> np.ndarray:
-    """Column -> float64; a non-number (text, inf) raises naming the first bad row."""
-    raw = col
-    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
-        num = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce")
-    else:
-        num = pd.to_numeric(raw, errors="coerce")
-    num = num.astype("float64").to_numpy(copy=True)
-    blank = _blank(raw)
-    bad = (~np.isfinite(num) & ~blank) | (np.isinf(num))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(
-            f"{_where(file, i)}: {name} {_shown(raw.iloc[i])} is not a number; write a plain number"
-            f" (decimal point '.'){hint if allow_missing else ''}"
-        )
-    if not allow_missing and blank.any():
-        i = int(np.argmax(blank))
-        raise DataError(f"{_where(file, i)}: {name} is empty; every row needs a {name}")
-    num[blank] = np.nan
-    return num
-
-
-def _to_datetime(text: pd.Series, **kw) -> pd.Series:
-    """:func:`pandas.to_datetime` without its format-inference warnings (and mixed offsets -> UTC)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ts = pd.to_datetime(text, errors="coerce", **kw)
-        except (ValueError, TypeError):  # mixed UTC offsets
-            ts = pd.to_datetime(text, errors="coerce", utc=True, **kw)
-    if getattr(ts.dt, "tz", None) is not None:
-        ts = ts.dt.tz_localize(None)  # keep the local wall-clock time
-    try:
-        return ts.astype("datetime64[ns]")
-    except (ValueError, OverflowError):  # a year outside 1677..2262: not a usable date here
-        ok = ts.notna() & (ts >= pd.Timestamp.min) & (ts <= pd.Timestamp.max)
-        return ts.where(ok).astype("datetime64[ns]")
-
-
-def _date_order(text: pd.Series, file: str, dayfirst: bool | None, notes: list[str] | None) -> bool | None:
-    """Check ``dd/mm/yyyy`` vs ``mm/dd/yyyy`` dates: refuse ambiguous or contradicting ones.
-
-    Returns ``dayfirst`` to parse with: the given one, or the only order the data allow.
-    """
-    parts = text.str.extract(_DMY)
-    has = parts[0].notna().to_numpy()
-    if not has.any():
-        return dayfirst
-    a = pd.to_numeric(parts[0], errors="coerce").fillna(0).to_numpy()
-    b = pd.to_numeric(parts[2], errors="coerce").fillna(0).to_numpy()
-    day_first = has & (a > 12) & (b <= 12)  # only dd/mm fits
-    month_first = has & (b > 12) & (a <= 12)  # only mm/dd fits
-
-    def ex(mask: np.ndarray) -> str:
-        i = int(np.argmax(mask))
-        return f"{_pos(file, i)} {text.iloc[i]!r}"
-
-    iso = "or write ISO 8601 dates (2024-05-01 08:05)"
-    if dayfirst is True and month_first.any():
-        raise DataError(
-            f"{file} {ex(month_first)}: this date cannot be day-first (dd/mm/yyyy), as dayfirst=True says;"
-            f" fix the row, or drop dayfirst if the file is month-first, {iso}"
-        )
-    if dayfirst is False and day_first.any():
-        raise DataError(
-            f"{file} {ex(day_first)}: this date cannot be month-first (mm/dd/yyyy), as dayfirst=False says;"
-            f" fix the row, or pass dayfirst=True if the file is day-first, {iso}"
-        )
-    if dayfirst is None:
-        if day_first.any() and month_first.any():
-            raise DataError(
-                f"{file}: dates mix day-first ({ex(day_first)}) and month-first ({ex(month_first)});"
-                f" write every date in one order, {iso}"
-            )
-        if day_first.any():
-            dayfirst, why = True, f"day-first (dd/mm/yyyy), as {ex(day_first)} shows"
-        elif month_first.any():
-            dayfirst, why = False, f"month-first (mm/dd/yyyy), as {ex(month_first)} shows"
-        else:
-            raise DataError(
-                f"{file}: dates such as {ex(has)} can be read day-first or month-first and no day above 12"
-                " tells which; say which with dayfirst=True (dd/mm/yyyy) or dayfirst=False (mm/dd/yyyy)"
-                ' (stmgt data check --dayfirst / --no-dayfirst, or {"dayfirst": true} in city.json),'
-                f" {iso}"
-            )
-    else:
-        why = f"{'day' if dayfirst else 'month'}-first, as dayfirst={dayfirst} says"
-    if notes is not None:
-        notes.append(f"dates: {why}")
-    return dayfirst
-
-
-def _timestamps(
-    col: pd.Series, file: str, *, dayfirst: bool | None = None, timestamp_format: str | None = None,
-    notes: list[str] | None = None,
-) -> pd.Series:
-    """Column -> ``datetime64[ns]`` local times; one-line DataError naming the first bad row.
-
-    ``timestamp_format`` (strftime codes, e.g. ``"%d/%m/%Y %H:%M"``) is used exactly when given.
-    Otherwise pandas reads each row, and ``dd/mm`` vs ``mm/dd`` dates are checked by
-    :func:`_date_order`: ambiguous ones (no day above 12) need ``dayfirst``.
-    """
-    if dayfirst is not None and timestamp_format is not None:
-        raise ConfigError("give dayfirst or timestamp_format, not both (a format already fixes the order)")
-    if pd.api.types.is_datetime64_any_dtype(col.dtype):
-        ts = col
-        if getattr(ts.dt, "tz", None) is not None:
-            ts = ts.dt.tz_localize(None)  # keep the local wall-clock time
-        ts = ts.astype("datetime64[ns]")
-    else:
-        text = col.astype("string").str.strip()
-        empty = text.isna() | (text == "")
-        if empty.any():
-            i = int(np.argmax(empty.to_numpy()))
-            raise DataError(f"{_where(file, i)}: timestamp is empty; every row needs a timestamp")
-        text = text.astype(str).reset_index(drop=True)
-        if timestamp_format is not None:
-            try:
-                ts = _to_datetime(text, format=timestamp_format)
-            except (ValueError, TypeError) as e:
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ConfigError(
-                    f"timestamp_format {timestamp_format!r} is not a date format ({msg}); use strftime"
-                    " codes, e.g. '%d/%m/%Y %H:%M'"
-                ) from None
-            bad = ts.isna().to_numpy()
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise DataError(
-                    f"{_where(file, i)}: timestamp {text.iloc[i]!r} does not match timestamp_format"
-                    f" {timestamp_format!r}; fix the row or the format"
-                )
-            if notes is not None:
-                notes.append(f"dates: read with timestamp_format {timestamp_format!r}")
-        else:
-            order = _date_order(text, file, dayfirst, notes)
-            ts = _to_datetime(text, dayfirst=bool(order))
-            bad = ts.isna().to_numpy()
-            if bad.any():  # rows in another layout than the first one: try them one by one
-                ts[bad] = _to_datetime(text[bad], format="mixed", dayfirst=bool(order)).to_numpy()
-                bad = ts.isna().to_numpy()
-                if bad.any():
-                    i = int(np.argmax(bad))
-                    raise DataError(
-                        f"{_where(file, i)}: timestamp {text.iloc[i]!r} is not a date/time; write it as"
-                        " ISO 8601, e.g. 2024-05-01 08:05:00"
-                    )
-    if ts.isna().any():
-        i = int(np.argmax(ts.isna().to_numpy()))
-        raise DataError(f"{_where(file, i)}: timestamp is empty; every row needs a timestamp")
-    return ts.astype("datetime64[ns]").reset_index(drop=True)
-
-
-def _ids(col: pd.Series, file: str, name: str) -> pd.Series:
-    s = col.astype("string").str.strip()
-    empty = s.isna() | (s == "")
-    if empty.any():
-        i = int(np.argmax(empty.to_numpy()))
-        raise DataError(f"{_where(file, i)}: {name} is empty; every row needs a {name}")
-    return s.astype(str).reset_index(drop=True)
-
-
 # ---------------------------------------------------------------------- the loader
 #: Options a folder's ``city.json`` may set (keyword arguments win over it), and their JSON types.
 FILE_OPTIONS: dict[str, type] = {
@@ -484,56 +246,105 @@ def load_city(
             (mm/dd/yyyy). Needed only when no date in the file has a day above 12.
         timestamp_format: strftime codes every timestamp follows, e.g. ``"%d.%m.%Y %H:%M"``.
     """
-    return _load_city(path, None, interval=interval, name=name, units=units, symmetric=symmetric,
-                      zero_is_missing=zero_is_missing, duplicates=duplicates, dayfirst=dayfirst,
-                      timestamp_format=timestamp_format)
+    return load_city_with_notes(path, None, interval=interval, name=name, units=units, symmetric=symmetric,
+                                zero_is_missing=zero_is_missing, duplicates=duplicates, dayfirst=dayfirst,
+                                timestamp_format=timestamp_format)
 
 
-def _load_city(path: str | Path, notes: list[str] | None, *, name: str | None = None, **given) -> Panel:
-    """:func:`load_city`, appending what ``stmgt data check`` reports to ``notes``."""
+def load_city_with_notes(path: str | Path, notes: list[str] | None, *, name: str | None = None, **given) -> Panel:
+    """:func:`load_city`, appending what ``stmgt data check`` reports to ``notes`` (one line each).
+
+    ``given`` are :func:`load_city`'s options (``None`` = not given); ``notes`` may be ``None``.
+    """
+    folder, opts = _folder_options(path, given)
+    obs_path = _observations_path(Path(path), folder)
+    of = obs_path.name
+    obs = _read_observations(obs_path)
+    ts = parse_timestamps(obs["timestamp"], of, dayfirst=opts.get("dayfirst"),
+                          timestamp_format=opts.get("timestamp_format"), notes=notes)
+    nid = id_column(obs["node_id"], of, "node_id")
+    val = _read_values(obs["value"], of, bool(opts.get("zero_is_missing", False)))
+    cov_names, cov_cols = _covariate_columns(obs, ts, nid, of, notes)
+    _check_duplicates(ts, nid, of, opts.get("duplicates", "error"))
+    seen = list(dict.fromkeys(nid.tolist()))
+    grid, pos, step = _time_grid(ts, nid, len(seen), of, opts.get("interval"), notes)
+    node_ids, coords = _node_order(folder / NODES_FILE, seen, of)
+    index = {n: i for i, n in enumerate(node_ids)}
+    values, mask = _grid_values(val, pos, nid.map(index).to_numpy(dtype=np.int64), len(grid), len(node_ids),
+                                step, of)
+    edge_index, edge_weight = _read_edges(folder / EDGES_FILE, index, of,
+                                          symmetric=bool(opts.get("symmetric", False)))
+    return Panel(
+        values=values[:, :, None],
+        mask=mask[:, :, None],
+        timestamps=grid.to_numpy(),
+        edge_index=edge_index,
+        edge_weight=edge_weight,
+        node_ids=node_ids,
+        covariates=_covariates_per_step(cov_names, cov_cols, pos, len(grid)),
+        covariate_names=cov_names,
+        coords=coords,
+        name=name or folder.resolve().name,
+        units=opts.get("units", ""),
+    )
+
+
+def _folder_options(path: str | Path, given: dict) -> tuple[Path, dict]:
+    """``(folder, options)``: ``city.json`` overridden by the given (not ``None``) options, checked."""
     p = Path(path)
     folder = p.parent if p.is_file() else p
     if not folder.is_dir():
         raise DataError(f"{p}: no such folder; point to the folder holding observations.csv and edges.csv")
     opts = read_options(folder)
     opts.update({k: v for k, v in given.items() if v is not None})
-    interval = opts.get("interval")
-    units = opts.get("units", "")
-    symmetric = bool(opts.get("symmetric", False))
-    zero_is_missing = bool(opts.get("zero_is_missing", False))
     duplicates = opts.get("duplicates", "error")
     if duplicates not in ("error", "mean"):
         raise DataError(f"duplicates={duplicates!r}: use 'error' or 'mean'")
+    return folder, opts
+
+
+def _observations_path(p: Path, folder: Path) -> Path:
+    """The observations file: ``p`` itself, else the first of :data:`OBS_FILES` in ``folder``."""
     obs_path = p if p.is_file() else next((folder / f for f in OBS_FILES if (folder / f).is_file()), None)
     if obs_path is None:
         raise DataError(
             f"{folder}: no observations.csv or observations.parquet; create one with columns"
             " timestamp,node_id,value (see docs/your_own_city.md)"
         )
+    return obs_path
+
+
+def _read_observations(obs_path: Path) -> pd.DataFrame:
+    """The observations table (index ``0..rows-1``); refused without the required columns or rows."""
     of = obs_path.name
-    obs = _read_table(obs_path, text_columns=("node_id",))
-    _require(obs, REQUIRED, of, "Rename your columns to timestamp,node_id,value.")
+    obs = read_table(obs_path, text_columns=("node_id",))
+    require_columns(obs, REQUIRED, of, "Rename your columns to timestamp,node_id,value.")
     if len(obs) == 0:
         raise DataError(f"{of}: has a header but no rows; add one row per reading (timestamp,node_id,value)")
-    obs = obs.reset_index(drop=True)
+    return obs.reset_index(drop=True)
 
-    ts = _timestamps(obs["timestamp"], of, dayfirst=opts.get("dayfirst"),
-                     timestamp_format=opts.get("timestamp_format"), notes=notes)
-    nid = _ids(obs["node_id"], of, "node_id")
-    val = _numeric(obs["value"], of, "value", allow_missing=True)
+
+def _read_values(col: pd.Series, of: str, zero_is_missing: bool) -> np.ndarray:
+    """The ``value`` column as ``float64 [rows]`` (NaN = not observed); refused when none is observed."""
+    val = numeric_column(col, of, "value", allow_missing=True)
     if zero_is_missing:
         val[val == 0] = np.nan
     if not np.isfinite(val).any():
         what = "empty or 0" if zero_is_missing else "empty"
         raise DataError(f"{of}: column value holds no reading (all {what}); fill in the readings")
+    return val
 
-    # covariates: the other numeric columns, city-wide (one value per timestamp)
+
+def _covariate_columns(
+    obs: pd.DataFrame, ts: pd.Series, nid: pd.Series, of: str, notes: list[str] | None
+) -> tuple[list[str], list[np.ndarray]]:
+    """``(names, float64 [rows] columns)`` of the numeric, city-wide other columns (the covariates)."""
     cov_names, cov_cols, text_cols = [], [], []
     for c in obs.columns:
         if c in REQUIRED or c.lower() in NOT_COVARIATES:
             continue
         col = obs[c]
-        if _blank(col).all():
+        if missing_cells(col).all():
             warn(f"{of}: column {c!r} has no value in any row; it is ignored (fill it in to use it as a"
                  " covariate, or delete it)")
             continue
@@ -541,14 +352,17 @@ def _load_city(path: str | Path, notes: list[str] | None, *, name: str | None = 
         if parsed.notna().sum() == 0:
             text_cols.append(c)  # a text column: not a covariate
             continue
-        cov_cols.append(_numeric(col, of, c, allow_missing=True))
+        cov_cols.append(numeric_column(col, of, c, allow_missing=True))
         cov_names.append(c)
     for c, v in zip(cov_names, cov_cols):
         _check_city_wide(v, ts, nid, of, c)
     if notes is not None and text_cols:
         notes.append(f"ignored text column(s): {', '.join(text_cols)}")
+    return cov_names, cov_cols
 
-    # duplicate (timestamp, node_id) rows
+
+def _check_duplicates(ts: pd.Series, nid: pd.Series, of: str, duplicates: str) -> None:
+    """With ``duplicates="error"``, refuse two rows for one (timestamp, node_id), naming both."""
     key = pd.DataFrame({"t": ts, "n": nid})
     dup = key.duplicated(keep=False).to_numpy()
     if dup.any() and duplicates == "error":
@@ -556,12 +370,17 @@ def _load_city(path: str | Path, notes: list[str] | None, *, name: str | None = 
         first = rows[0]
         second = next(r for r in rows[1:] if ts[r] == ts[first] and nid[r] == nid[first])
         raise DataError(
-            f"{of}: {_pos(of, first)} and {_pos(of, second)} are both"
+            f"{of}: {row_position(of, first)} and {row_position(of, second)} are both"
             f" readings of node {nid[first]!r} at {ts[first]}; keep one row per (timestamp, node_id)"
             " (e.g. average them first) or pass duplicates='mean'"
         )
 
-    # the time grid: step k of every row, before anything of size T x N is allocated
+
+def _time_grid(
+    ts: pd.Series, nid: pd.Series, n_nodes: int, of: str, interval, notes: list[str] | None
+) -> tuple[pd.DatetimeIndex, np.ndarray, pd.Timedelta]:
+    """``(grid [T], step k of each row int64 [rows], interval)``, checked before anything ``T x N``
+    is allocated; the interval is inferred (nearest step) or given (step at or before)."""
     tn = ts.to_numpy().astype("datetime64[ns]").astype(np.int64)
     distinct = np.unique(tn)
     if interval is None:
@@ -582,31 +401,33 @@ def _load_city(path: str | Path, notes: list[str] | None, *, name: str | None = 
             f"{of}: the data span less than one interval ({fmt_interval(step)}); need at least 2 time steps"
         )
     grid = pd.DatetimeIndex(origin + step.value * np.arange(T, dtype=np.int64)).astype("datetime64[ns]")
-    seen = list(dict.fromkeys(nid.tolist()))
-    _check_grid(pos, tn, len(seen), step, of)
+    _check_grid(pos, tn, n_nodes, step, of)
     if notes is not None:
         notes.insert(0, f"interval: {fmt_interval(step)} ({how})")
+    return grid, pos, step
 
-    # nodes: nodes.csv order when present, else first appearance in observations
-    nodes_path = folder / NODES_FILE
-    coords = None
-    if nodes_path.is_file():
-        order, coords_by_id = _read_nodes(nodes_path)
-        missing = [n for n in seen if n not in coords_by_id]
-        if missing:
-            raise DataError(
-                f"{NODES_FILE}: node {missing[0]!r} of {of} has no row; add '{missing[0]},lat,lon'"
-                f" ({len(missing)} node(s) missing) or delete {NODES_FILE}"
-            )
-        observed = set(seen)
-        node_ids = [n for n in order if n in observed]
-        coords = np.array([coords_by_id[n] for n in node_ids], dtype=np.float64)
-    else:
-        node_ids = seen
-    index = {n: i for i, n in enumerate(node_ids)}
-    col = nid.map(index).to_numpy(dtype=np.int64)
 
-    N = len(node_ids)
+def _node_order(nodes_path: Path, seen: list[str], of: str) -> tuple[list[str], np.ndarray | None]:
+    """``(node ids, coords [N, 2] or None)``: ``nodes.csv`` order when present, else first appearance."""
+    if not nodes_path.is_file():
+        return seen, None
+    order, coords_by_id = _read_nodes(nodes_path)
+    missing = [n for n in seen if n not in coords_by_id]
+    if missing:
+        raise DataError(
+            f"{NODES_FILE}: node {missing[0]!r} of {of} has no row; add '{missing[0]},lat,lon'"
+            f" ({len(missing)} node(s) missing) or delete {NODES_FILE}"
+        )
+    observed = set(seen)
+    node_ids = [n for n in order if n in observed]
+    return node_ids, np.array([coords_by_id[n] for n in node_ids], dtype=np.float64)
+
+
+def _grid_values(
+    val: np.ndarray, pos: np.ndarray, col: np.ndarray, T: int, N: int, step: pd.Timedelta, of: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(values [T, N] float64 (NaN unobserved), mask [T, N] bool)``: the mean reading per cell;
+    warns when fewer than :data:`MIN_COVERAGE` of the cells hold one."""
     total = np.zeros((T, N))
     count = np.zeros((T, N))
     ok = np.isfinite(val)
@@ -619,29 +440,20 @@ def _load_city(path: str | Path, notes: list[str] | None, *, name: str | None = 
         warn(f"{of}: only {coverage:.1%} of the grid ({T} steps x {N} nodes, every {fmt_interval(step)}) holds"
              f" a reading; check the interval (pass the real one if {fmt_interval(step)} is wrong) and that"
              " node ids are spelled the same in every row")
+    return values, mask
 
-    covariates = None
-    if cov_names:
-        cov = pd.DataFrame(np.stack(cov_cols, 1), columns=cov_names)
-        cov["_pos"] = pos
-        per_step = cov.groupby("_pos").mean().reindex(range(T))
-        per_step = fill_covariates(per_step)
-        covariates = per_step[cov_names].to_numpy(np.float32)
 
-    edge_index, edge_weight = _read_edges(folder / EDGES_FILE, index, of, symmetric=symmetric)
-    return Panel(
-        values=values[:, :, None],
-        mask=mask[:, :, None],
-        timestamps=grid.to_numpy(),
-        edge_index=edge_index,
-        edge_weight=edge_weight,
-        node_ids=node_ids,
-        covariates=covariates,
-        covariate_names=cov_names,
-        coords=coords,
-        name=name or folder.resolve().name,
-        units=units,
-    )
+def _covariates_per_step(
+    cov_names: list[str], cov_cols: list[np.ndarray], pos: np.ndarray, T: int
+) -> np.ndarray | None:
+    """``[T, C]`` float32 covariates: the mean over each step's rows, gaps filled; ``None`` without any."""
+    if not cov_names:
+        return None
+    cov = pd.DataFrame(np.stack(cov_cols, 1), columns=cov_names)
+    cov["_pos"] = pos
+    per_step = cov.groupby("_pos").mean().reindex(range(T))
+    per_step = fill_covariates(per_step)
+    return per_step[cov_names].to_numpy(np.float32)
 
 
 def _check_city_wide(v: np.ndarray, ts: pd.Series, nid: pd.Series, of: str, name: str) -> None:
@@ -660,8 +472,8 @@ def _check_city_wide(v: np.ndarray, ts: pd.Series, nid: pd.Series, of: str, name
     same = rows[t == t[k]]
     i, j = int(same[np.argmin(v[same])]), int(same[np.argmax(v[same])])
     raise DataError(
-        f"{of}: column {name!r} differs between rows of the same time {pd.Timestamp(t[k])} ({_pos(of, i)},"
-        f" node {nid[i]!r}: {v[i]:g}; {_pos(of, j)}, node {nid[j]!r}: {v[j]:g}); numeric columns other than"
+        f"{of}: column {name!r} differs between rows of the same time {pd.Timestamp(t[k])} ({row_position(of, i)},"
+        f" node {nid[i]!r}: {v[i]:g}; {row_position(of, j)}, node {nid[j]!r}: {v[j]:g}); numeric columns other than"
         " value are city-wide covariates with one value per timestamp: delete the column (per-node"
         " covariates are not supported) or make it the same on every row of a timestamp"
     )
@@ -696,7 +508,7 @@ def _snap(tn: np.ndarray, step: pd.Timedelta, of: str) -> tuple[int, np.ndarray]
             break
     if far.any():
         rows = np.flatnonzero(far)
-        ex = ", ".join(f"{_pos(of, int(i))} {pd.Timestamp(tn[i])}" for i in rows[:3])
+        ex = ", ".join(f"{row_position(of, int(i))} {pd.Timestamp(tn[i])}" for i in rows[:3])
         raise DataError(
             f"{of}: {rows.size} reading(s) fall between the steps of the {fmt_interval(step)} interval found in"
             f" the data ({ex}); fix those timestamps, or pass the interval to use (interval='{fmt_interval(step)}'"
@@ -706,7 +518,7 @@ def _snap(tn: np.ndarray, step: pd.Timedelta, of: str) -> tuple[int, np.ndarray]
     if moved.size:
         i = int(moved[np.argmax(np.abs(resid[moved]))])
         warn(f"{of}: {moved.size} reading(s) are up to {_duration(abs(int(resid[i])))} off the"
-             f" {fmt_interval(step)} grid; each was moved to the nearest step (e.g. {_pos(of, i)}"
+             f" {fmt_interval(step)} grid; each was moved to the nearest step (e.g. {row_position(of, i)}"
              f" {pd.Timestamp(tn[i])})")
     k0 = int(k.min())
     return t0 + m + k0 * s, (k - k0).astype(np.int64)
@@ -726,12 +538,12 @@ def _check_grid(pos: np.ndarray, tn: np.ndarray, n_nodes: int, step: pd.Timedelt
         left = pos <= a
         first_after = int(np.flatnonzero(pos == b)[0])
         last_before = int(np.flatnonzero(pos == a)[0])
-        gap = (f"no reading for {dur} between {pd.Timestamp(tn[last_before])} ({_pos(of, last_before)}) and"
-               f" {pd.Timestamp(tn[first_after])} ({_pos(of, first_after)})")
+        gap = (f"no reading for {dur} between {pd.Timestamp(tn[last_before])} ({row_position(of, last_before)}) and"
+               f" {pd.Timestamp(tn[first_after])} ({row_position(of, first_after)})")
         small = left if left.sum() <= (~left).sum() else ~left
         if frac > GAP_ERROR_FRACTION and small.sum() <= OUTLIER_SHARE * pos.size:
             rows = np.flatnonzero(small)
-            ex = ", ".join(f"{_pos(of, int(i))} {pd.Timestamp(tn[i])}" for i in rows[:3])
+            ex = ", ".join(f"{row_position(of, int(i))} {pd.Timestamp(tn[i])}" for i in rows[:3])
             raise DataError(
                 f"{of}: {rows.size} row(s) lie {dur} away from the other {pos.size - rows.size} ({ex}), so the"
                 f" time grid would be {frac:.0%} empty; fix their dates (a typo?) or delete them"
@@ -775,22 +587,23 @@ def grid_findings(panel: Panel) -> list[str]:
 
 
 def _read_nodes(path: Path) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """``(node ids in file order, id -> (lat, lon))`` from ``nodes.csv``; duplicates and non-WGS84 refused."""
     f = NODES_FILE
-    df = _read_table(path, text_columns=("node_id",))
+    df = read_table(path, text_columns=("node_id",))
     df = df.rename(columns={"latitude": "lat", "longitude": "lon"})
-    _require(df, ("node_id", "lat", "lon"), f, "nodes.csv needs node_id,lat,lon (degrees WGS84).")
-    ids = _ids(df["node_id"], f, "node_id")
-    lat = _numeric(df["lat"], f, "lat", allow_missing=False)
-    lon = _numeric(df["lon"], f, "lon", allow_missing=False)
+    require_columns(df, ("node_id", "lat", "lon"), f, "nodes.csv needs node_id,lat,lon (degrees WGS84).")
+    ids = id_column(df["node_id"], f, "node_id")
+    lat = numeric_column(df["lat"], f, "lat", allow_missing=False)
+    lon = numeric_column(df["lon"], f, "lon", allow_missing=False)
     dup = ids.duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
-        raise DataError(f"{_where(f, i)}: node_id {ids[i]!r} is listed twice; keep one row per node")
+        raise DataError(f"{row_location(f, i)}: node_id {ids[i]!r} is listed twice; keep one row per node")
     bad = (np.abs(lat) > 90) | (np.abs(lon) > 180)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"{_where(f, i)}: lat {lat[i]}, lon {lon[i]} is not a WGS84 position; give degrees"
+            f"{row_location(f, i)}: lat {lat[i]}, lon {lon[i]} is not a WGS84 position; give degrees"
             " (lat in [-90, 90], lon in [-180, 180])"
         )
     return ids.tolist(), {n: (a, b) for n, a, b in zip(ids, lat, lon)}
@@ -799,38 +612,40 @@ def _read_nodes(path: Path) -> tuple[list[str], dict[str, tuple[float, float]]]:
 def _read_edges(
     path: Path, index: dict[str, int], obs_file: str, *, symmetric: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(edge_index [2, E] int64, edge_weight [E] float32 or None)`` from ``edges.csv``: unknown ids,
+    bad weights and duplicate edges refused, self loops dropped, reverses added when ``symmetric``."""
     f = EDGES_FILE
     if not path.is_file():
         raise DataError(
             f"{path.parent}: no {f}; create it with columns source,target[,weight] naming node ids of"
             f" {obs_file} (a header-only file means no graph)"
         )
-    df = _read_table(path, text_columns=("source", "target"))
-    _require(df, ("source", "target"), f, "edges.csv needs source,target and an optional weight.")
+    df = read_table(path, text_columns=("source", "target"))
+    require_columns(df, ("source", "target"), f, "edges.csv needs source,target and an optional weight.")
     if len(df) == 0:
         return np.zeros((2, 0), np.int64), None
-    src = _ids(df["source"], f, "source")
-    dst = _ids(df["target"], f, "target")
+    src = id_column(df["source"], f, "source")
+    dst = id_column(df["target"], f, "target")
     for name, s in (("source", src), ("target", dst)):
         unknown = ~s.isin(list(index)).to_numpy()
         if unknown.any():
             i = int(np.argmax(unknown))
             raise DataError(
-                f"{_where(f, i)}: {name} {s[i]!r} is not a node_id in {obs_file}; fix the id or delete the"
+                f"{row_location(f, i)}: {name} {s[i]!r} is not a node_id in {obs_file}; fix the id or delete the"
                 " row"
             )
     weight = None
     if "weight" in df.columns:
-        weight = _numeric(df["weight"], f, "weight", allow_missing=True, hint="")
+        weight = numeric_column(df["weight"], f, "weight", allow_missing=True, hint="")
         bad = ~np.isfinite(weight)
         if bad.any():
             i = int(np.argmax(bad))
             raise DataError(
-                f"{_where(f, i)}: weight is empty/NaN; give every edge a number or drop the weight column"
+                f"{row_location(f, i)}: weight is empty/NaN; give every edge a number or drop the weight column"
             )
         if (weight < 0).any():
             i = int(np.argmax(weight < 0))
-            raise DataError(f"{_where(f, i)}: weight {weight[i]} is negative; edge weights must be >= 0")
+            raise DataError(f"{row_location(f, i)}: weight {weight[i]} is negative; edge weights must be >= 0")
     a = src.map(index).to_numpy(np.int64)
     b = dst.map(index).to_numpy(np.int64)
     pairs = pd.DataFrame({"a": a, "b": b})
@@ -839,7 +654,8 @@ def _read_edges(
         i = int(np.argmax(dup))
         j = int(np.flatnonzero((a == a[i]) & (b == b[i]))[0])
         raise DataError(
-            f"{f}: {_pos(f, j)} and {_pos(f, i)} both give edge {src[i]} -> {dst[i]}; keep one row per edge"
+            f"{f}: {row_position(f, j)} and {row_position(f, i)} both give edge {src[i]} -> {dst[i]};"
+            " keep one row per edge"
         )
     keep = a != b  # self loops carry no information for message passing
     a, b = a[keep], b[keep]

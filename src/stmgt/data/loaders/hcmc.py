@@ -153,15 +153,8 @@ def load_hcmc(
         raise DataError(f"source={source!r}: use 'auto', 'parquet' or 'runs'")
     if graph not in ("line", "shared"):
         raise DataError(f"graph={graph!r}: use 'line' or 'shared'")
-    pq = p if p.is_file() else root / PARQUET
-    if source == "parquet" or (source == "auto" and pq.is_file()):
-        if not pq.is_file():
-            raise DataError(f"{pq}: not found; use source='runs' to read the runs/ folders")
-        df = _from_parquet(pq)
-    else:
-        df = _from_runs(root)
+    df = _readings(p, root, source)
     step = parse_interval(interval)
-
     df = df.assign(
         timestamp=pd.to_datetime(df["timestamp"]).astype("datetime64[ns]"),
         seg=df["node_a_id"].astype(str) + "->" + df["node_b_id"].astype(str),
@@ -170,24 +163,60 @@ def load_hcmc(
     if df["timestamp"].isna().any():
         raise DataError(f"{root.name}: a run has no timestamp")
     segs = sorted(df["seg"].unique())
-    index = {s: i for i, s in enumerate(segs)}
     ends = df.drop_duplicates("seg").set_index("seg").loc[segs]
 
     # one time per run (the parquet repeats it on every row); runs -> grid steps
     run_time = df.groupby("run_id")["timestamp"].min()
     t0 = run_time.min().floor(step)
     grid = regular_grid(t0, run_time.max().floor(step), step)
-    pos = ((df["run_id"].map(run_time) - t0) // step).to_numpy(np.int64)
+    values, mask = _segment_speeds(df, run_time, t0, step, segs, len(grid))
+    cov = _weather_per_step(df, run_time, t0, step, len(grid), root)
+    return Panel(
+        values=values[:, :, None],
+        mask=mask[:, :, None],
+        timestamps=grid.to_numpy(),
+        edge_index=_segment_links(ends, graph),
+        node_ids=segs,
+        coords=_midpoints(ends),
+        covariates=cov.to_numpy(np.float32),
+        covariate_names=list(WEATHER),
+        name=name,
+        units=units,
+    )
 
+
+def _readings(p: Path, root: Path, source: str) -> pd.DataFrame:
+    """One row per (run, segment): from the parquet (``source="parquet"``, or ``"auto"`` when it exists)
+    or from the ``runs/`` folders."""
+    pq = p if p.is_file() else root / PARQUET
+    if source == "parquet" or (source == "auto" and pq.is_file()):
+        if not pq.is_file():
+            raise DataError(f"{pq}: not found; use source='runs' to read the runs/ folders")
+        return _from_parquet(pq)
+    return _from_runs(root)
+
+
+def _segment_speeds(
+    df: pd.DataFrame, run_time: pd.Series, t0: pd.Timestamp, step: pd.Timedelta, segs: list[str], T: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(values [T, N] float64, mask [T, N] bool)``: the mean positive speed of each segment per step."""
+    index = {s: i for i, s in enumerate(segs)}
+    pos = ((df["run_id"].map(run_time) - t0) // step).to_numpy(np.int64)
     ok = np.isfinite(df["speed"].to_numpy()) & (df["speed"].to_numpy() > 0)
-    T, N = len(grid), len(segs)
+    N = len(segs)
     total, count = np.zeros((T, N)), np.zeros((T, N))
     col = df["seg"].map(index).to_numpy(np.int64)
     np.add.at(total, (pos[ok], col[ok]), df["speed"].to_numpy()[ok])
     np.add.at(count, (pos[ok], col[ok]), 1)
     mask = count > 0
-    values = np.where(mask, total / np.maximum(count, 1), np.nan)
+    return np.where(mask, total / np.maximum(count, 1), np.nan), mask
 
+
+def _weather_per_step(
+    df: pd.DataFrame, run_time: pd.Series, t0: pd.Timestamp, step: pd.Timedelta, T: int, root: Path
+) -> pd.DataFrame:
+    """``[T, 3]`` weather (columns :data:`WEATHER`): the mean over each step's runs, gaps filled;
+    a weather column without any value is refused."""
     per_run = df.groupby("run_id")[list(WEATHER.values())].mean()
     per_run["_pos"] = ((run_time.loc[per_run.index] - t0) // step).to_numpy(np.int64)
     cov = per_run.groupby("_pos").mean().reindex(range(T))
@@ -195,9 +224,15 @@ def load_hcmc(
     if cov.isna().any().any():
         empty = cov.columns[cov.isna().any()][0]
         raise DataError(f"{root.name}: weather column {empty!r} has no value in any run")
+    return cov
 
+
+def _segment_links(ends: pd.DataFrame, graph: str) -> np.ndarray:
+    """``edge_index [2, E]`` int64 between segments: ``"line"``: ``a -> b`` feeds ``b -> c`` (no U-turn);
+    ``"shared"``: segments meeting at an intersection, both ways."""
     a = ends["node_a_id"].astype(str).to_numpy()
     b = ends["node_b_id"].astype(str).to_numpy()
+    N = len(a)
     starts_at: dict[str, list[int]] = {}
     for j, s in enumerate(a):
         starts_at.setdefault(s, []).append(j)
@@ -214,22 +249,14 @@ def load_hcmc(
                 if i != j and {a[i], b[i]} & {a[j], b[j]}:
                     src.append(i)
                     dst.append(j)
+    return np.array([src, dst], dtype=np.int64).reshape(2, -1)
 
-    coords = None
-    if {"lat_a", "lon_a", "lat_b", "lon_b"} <= set(ends.columns):
-        mid = np.stack(
-            [(ends["lat_a"].to_numpy(float) + ends["lat_b"].to_numpy(float)) / 2,
-             (ends["lon_a"].to_numpy(float) + ends["lon_b"].to_numpy(float)) / 2], axis=1)
-        coords = mid if np.isfinite(mid).all() else None
-    return Panel(
-        values=values[:, :, None],
-        mask=mask[:, :, None],
-        timestamps=grid.to_numpy(),
-        edge_index=np.array([src, dst], dtype=np.int64).reshape(2, -1),
-        node_ids=segs,
-        coords=coords,
-        covariates=cov.to_numpy(np.float32),
-        covariate_names=list(WEATHER),
-        name=name,
-        units=units,
-    )
+
+def _midpoints(ends: pd.DataFrame) -> np.ndarray | None:
+    """``[N, 2]`` lat/lon of each segment's midpoint, or ``None`` when any end has no position."""
+    if not {"lat_a", "lon_a", "lat_b", "lon_b"} <= set(ends.columns):
+        return None
+    mid = np.stack(
+        [(ends["lat_a"].to_numpy(float) + ends["lat_b"].to_numpy(float)) / 2,
+         (ends["lon_a"].to_numpy(float) + ends["lon_b"].to_numpy(float)) / 2], axis=1)
+    return mid if np.isfinite(mid).all() else None

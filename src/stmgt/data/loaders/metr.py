@@ -91,90 +91,17 @@ def load_metr(
         units: ``"mph"`` for both DCRNN sets.
         zero_is_missing: 0 marks a missing reading (the DCRNN convention).
     """
-    p = Path(path)
-    if p.is_dir():
-        h5 = _one(p, ("*.h5", "*.hdf5"), ".h5")
-        if h5 is None:
-            raise DataError(f"{p}: no .h5 file (expected e.g. metr-la.h5 with adj_mx.pkl)")
-    elif p.is_file():
-        h5 = p
-    else:
-        raise DataError(f"{p}: no such file or folder")
+    h5 = _store_path(Path(path))
     folder = h5.parent
-    try:
-        with pd.HDFStore(h5, mode="r") as store:
-            keys = [k.lstrip("/") for k in store.keys()]
-            if key is None:
-                if len(keys) == 1:
-                    key = keys[0]
-                elif "df" in keys:
-                    key = "df"
-                else:
-                    raise DataError(f"{h5.name}: several keys ({', '.join(keys)}); pass key=")
-            elif key not in keys:
-                raise DataError(f"{h5.name}: no key {key!r}; keys are {', '.join(keys) or 'none'}")
-            df = store[key]
-    except DataError:
-        raise
-    except ImportError:
-        raise DataError(f"{h5.name}: reading .h5 files needs PyTables; pip install 'stmgt[h5]'") from None
-    except Exception as e:  # PyTables raises its own (RuntimeError-based) errors on a bad file
-        first = (str(e).strip().splitlines() or [""])[0][:120]
-        raise DataError(f"{h5.name}: not a pandas HDF5 store ({type(e).__name__}: {first})") from None
-    if not isinstance(df, pd.DataFrame) or not isinstance(df.index, pd.DatetimeIndex):
-        raise DataError(f"{h5.name}: key {key!r} must be a DataFrame with a DatetimeIndex (rows = times)")
-    df = df.copy()
-    df.columns = [str(c).strip() for c in df.columns]
-    if df.columns.duplicated().any():
-        raise DataError(f"{h5.name}: sensor {df.columns[df.columns.duplicated()][0]!r} appears twice")
-    df = df[~df.index.isna()].sort_index()
-    if df.index.has_duplicates:
-        dup = df.index[df.index.duplicated()][0]
-        raise DataError(f"{h5.name}: time {dup} appears twice; drop duplicate rows")
-    if len(df) < 2:
-        raise DataError(f"{h5.name}: has {len(df)} time steps; a series needs at least 2")
-
+    df, key = _read_store(h5, key)
+    df = _checked_frame(df, h5, key)
     node_ids = list(df.columns)
     edge_index, edge_weight = np.zeros((2, 0), np.int64), None
-    adj_path: Path | None
-    if adj is False:
-        adj_path = None
-    elif adj is None or adj is True:
-        adj_path = _one(folder, ("adj_mx*.pkl", "adj*.pkl"), "adjacency pickle")
-        if adj_path is None:
-            raise DataError(
-                f"{folder}: no adj_mx*.pkl beside {h5.name}; get it from DCRNN data/sensor_graph/"
-                " or pass adj=PATH (adj=False loads without a graph)"
-            )
-    else:
-        adj_path = Path(adj)
+    adj_path = _adjacency_path(adj, folder, h5)
     if adj_path is not None:
-        ids, A = read_adj_pickle(adj_path)
-        missing = [i for i in ids if i not in set(node_ids)]
-        extra = [i for i in node_ids if i not in set(ids)]
-        if missing or extra:
-            what = f"sensor {missing[0]!r} of {adj_path.name} is not a column of {h5.name}" if missing else (
-                f"column {extra[0]!r} of {h5.name} is not in {adj_path.name}")
-            raise DataError(f"{what}; the store and the adjacency must list the same sensors")
-        df = df[ids]
-        node_ids = ids
-        off = A.copy()
-        np.fill_diagonal(off, 0.0)
-        if not np.isfinite(off).all() or (off < 0).any():
-            raise DataError(f"{adj_path.name}: adjacency has NaN or negative entries")
-        src, dst = np.nonzero(off)
-        edge_index = np.stack([src, dst]).astype(np.int64)
-        edge_weight = off[src, dst].astype(np.float32)
-
-    step = most_common_gap(df.index.to_numpy())
-    grid = regular_grid(df.index[0], df.index[-1], step)
-    off_grid = ~df.index.isin(grid)
-    if off_grid.any():
-        raise DataError(
-            f"{h5.name}: time {df.index[off_grid][0]} is not on the {step} grid starting {df.index[0]};"
-            " resample the store to a fixed interval"
-        )
-    df = df.reindex(grid)
+        node_ids, edge_index, edge_weight = _read_graph(adj_path, node_ids, h5)
+        df = df[node_ids]
+    grid, df = _on_grid(df, h5)
     values = df.to_numpy(dtype=np.float64)
     mask = np.isfinite(values)
     if zero_is_missing:
@@ -195,3 +122,105 @@ def load_metr(
         name=name or h5.stem.lower().replace("-", "_"),
         units=units,
     )
+
+
+def _store_path(p: Path) -> Path:
+    """The ``.h5`` store: ``p`` itself, or the only ``*.h5``/``*.hdf5`` in the folder ``p``."""
+    if p.is_dir():
+        h5 = _one(p, ("*.h5", "*.hdf5"), ".h5")
+        if h5 is None:
+            raise DataError(f"{p}: no .h5 file (expected e.g. metr-la.h5 with adj_mx.pkl)")
+        return h5
+    if p.is_file():
+        return p
+    raise DataError(f"{p}: no such file or folder")
+
+
+def _read_store(h5: Path, key: str | None) -> tuple[object, str]:
+    """``(object stored under key, key)``: the given key, else the only one, else ``df``."""
+    try:
+        with pd.HDFStore(h5, mode="r") as store:
+            keys = [k.lstrip("/") for k in store.keys()]
+            if key is None:
+                if len(keys) == 1:
+                    key = keys[0]
+                elif "df" in keys:
+                    key = "df"
+                else:
+                    raise DataError(f"{h5.name}: several keys ({', '.join(keys)}); pass key=")
+            elif key not in keys:
+                raise DataError(f"{h5.name}: no key {key!r}; keys are {', '.join(keys) or 'none'}")
+            return store[key], key
+    except DataError:
+        raise
+    except ImportError:
+        raise DataError(f"{h5.name}: reading .h5 files needs PyTables; pip install 'stmgt[h5]'") from None
+    except Exception as e:  # PyTables raises its own (RuntimeError-based) errors on a bad file
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise DataError(f"{h5.name}: not a pandas HDF5 store ({type(e).__name__}: {first})") from None
+
+
+def _checked_frame(df, h5: Path, key: str) -> pd.DataFrame:
+    """A copy ``[T, N]``, sensor ids stripped, sorted by time; refused unless a DataFrame with a
+    DatetimeIndex, distinct sensors and times, and at least 2 time steps."""
+    if not isinstance(df, pd.DataFrame) or not isinstance(df.index, pd.DatetimeIndex):
+        raise DataError(f"{h5.name}: key {key!r} must be a DataFrame with a DatetimeIndex (rows = times)")
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.columns.duplicated().any():
+        raise DataError(f"{h5.name}: sensor {df.columns[df.columns.duplicated()][0]!r} appears twice")
+    df = df[~df.index.isna()].sort_index()
+    if df.index.has_duplicates:
+        dup = df.index[df.index.duplicated()][0]
+        raise DataError(f"{h5.name}: time {dup} appears twice; drop duplicate rows")
+    if len(df) < 2:
+        raise DataError(f"{h5.name}: has {len(df)} time steps; a series needs at least 2")
+    return df
+
+
+def _adjacency_path(adj: str | Path | bool | None, folder: Path, h5: Path) -> Path | None:
+    """The adjacency pickle to read: ``adj``, else the one ``adj_mx*.pkl`` beside the store; ``None``
+    for ``adj=False``."""
+    if adj is False:
+        return None
+    if adj is None or adj is True:
+        adj_path = _one(folder, ("adj_mx*.pkl", "adj*.pkl"), "adjacency pickle")
+        if adj_path is None:
+            raise DataError(
+                f"{folder}: no adj_mx*.pkl beside {h5.name}; get it from DCRNN data/sensor_graph/"
+                " or pass adj=PATH (adj=False loads without a graph)"
+            )
+        return adj_path
+    return Path(adj)
+
+
+def _read_graph(adj_path: Path, columns: list[str], h5: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(node ids in the pickle's order, edge_index [2, E] int64, edge_weight [E] float32)``: every
+    non-zero off-diagonal entry is an edge; the pickle must list the store's sensors."""
+    ids, A = read_adj_pickle(adj_path)
+    missing = [i for i in ids if i not in set(columns)]
+    extra = [i for i in columns if i not in set(ids)]
+    if missing or extra:
+        what = f"sensor {missing[0]!r} of {adj_path.name} is not a column of {h5.name}" if missing else (
+            f"column {extra[0]!r} of {h5.name} is not in {adj_path.name}")
+        raise DataError(f"{what}; the store and the adjacency must list the same sensors")
+    off = A.copy()
+    np.fill_diagonal(off, 0.0)
+    if not np.isfinite(off).all() or (off < 0).any():
+        raise DataError(f"{adj_path.name}: adjacency has NaN or negative entries")
+    src, dst = np.nonzero(off)
+    return ids, np.stack([src, dst]).astype(np.int64), off[src, dst].astype(np.float32)
+
+
+def _on_grid(df: pd.DataFrame, h5: Path) -> tuple[pd.DatetimeIndex, pd.DataFrame]:
+    """``(grid, frame reindexed to it)`` at the most common interval (missing steps become NaN rows);
+    a time off that grid is refused."""
+    step = most_common_gap(df.index.to_numpy())
+    grid = regular_grid(df.index[0], df.index[-1], step)
+    off_grid = ~df.index.isin(grid)
+    if off_grid.any():
+        raise DataError(
+            f"{h5.name}: time {df.index[off_grid][0]} is not on the {step} grid starting {df.index[0]};"
+            " resample the store to a fixed interval"
+        )
+    return grid, df.reindex(grid)

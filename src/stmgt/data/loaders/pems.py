@@ -82,55 +82,16 @@ def load_pems(
         symmetric: add the reverse of every listed edge.
         zero_is_missing: 0 marks a missing reading.
     """
-    p = Path(path)
-    if p.is_dir():
-        cands = sorted(f for f in p.glob("*.npz") if has_data_key(f))
-        if len(cands) != 1:
-            found = ", ".join(f.name for f in cands) or "none"
-            raise DataError(f"{p}: expected one .npz with a 'data' array (found: {found}); pass the file")
-        npz = cands[0]
-    elif p.is_file():
-        npz = p
-    else:
-        raise DataError(f"{p}: no such file or folder")
+    npz = _npz_path(Path(path))
     if weights not in ("gaussian", "distance", "binary"):
         raise DataError(f"weights={weights!r}: use 'gaussian', 'distance' or 'binary'")
     stem = npz.stem.lower()
-    try:
-        with np.load(npz, allow_pickle=False) as z:
-            if "data" not in z.files:
-                raise DataError(f"{npz.name}: no 'data' array (keys: {', '.join(z.files)})")
-            data = np.asarray(z["data"], dtype=np.float64)
-    except DataError:
-        raise
-    except (OSError, ValueError) as e:
-        raise DataError(f"{npz.name}: not a readable .npz ({e})") from None
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim != 3:
-        raise DataError(f"{npz.name}: 'data' must be [T, N, C], got shape {data.shape}")
-    T, N, C = data.shape
-    keep = list(range(C)) if channels == "all" else [int(c) for c in channels]
-    if not keep or min(keep) < 0 or max(keep) >= C:
-        raise DataError(f"channels={channels!r}: {npz.name} has channels 0..{C - 1}")
-    data = data[:, :, keep]
+    data = _read_data(npz, channels)
+    T, N, _ = data.shape
     mask = np.isfinite(data)
     if zero_is_missing:
         mask &= data != 0
-
-    # node ids
-    id_file = Path(ids) if ids else npz.with_suffix(".txt")
-    if id_file.is_file():
-        sensor_ids = [s.strip() for s in re.split(r"[\s,]+", id_file.read_text()) if s.strip()]
-        if len(sensor_ids) != N:
-            n_ids = len(sensor_ids)
-            raise DataError(f"{id_file.name}: lists {n_ids} sensor ids but {npz.name} has {N} nodes")
-        if len(set(sensor_ids)) != N:
-            raise DataError(f"{id_file.name}: a sensor id appears twice")
-    elif ids:
-        raise DataError(f"{id_file}: no such sensor-id file")
-    else:
-        sensor_ids = [str(i) for i in range(N)]
+    id_file, sensor_ids = _sensor_ids(ids, npz, N)
     index = {s: i for i, s in enumerate(sensor_ids)}
 
     edge_index, edge_weight = np.zeros((2, 0), np.int64), None
@@ -159,6 +120,57 @@ def load_pems(
         name=name or stem,
         units=units,
     )
+
+
+def _npz_path(p: Path) -> Path:
+    """The ``.npz``: ``p`` itself, or the only ``*.npz`` with a ``data`` array in the folder ``p``."""
+    if p.is_dir():
+        cands = sorted(f for f in p.glob("*.npz") if has_data_key(f))
+        if len(cands) != 1:
+            found = ", ".join(f.name for f in cands) or "none"
+            raise DataError(f"{p}: expected one .npz with a 'data' array (found: {found}); pass the file")
+        return cands[0]
+    if p.is_file():
+        return p
+    raise DataError(f"{p}: no such file or folder")
+
+
+def _read_data(npz: Path, channels: Sequence[int] | str) -> np.ndarray:
+    """The ``data`` array as float64 ``[T, N, C']`` holding the chosen ``channels`` (``[T, N]`` widened)."""
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            if "data" not in z.files:
+                raise DataError(f"{npz.name}: no 'data' array (keys: {', '.join(z.files)})")
+            data = np.asarray(z["data"], dtype=np.float64)
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:
+        raise DataError(f"{npz.name}: not a readable .npz ({e})") from None
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise DataError(f"{npz.name}: 'data' must be [T, N, C], got shape {data.shape}")
+    C = data.shape[2]
+    keep = list(range(C)) if channels == "all" else [int(c) for c in channels]
+    if not keep or min(keep) < 0 or max(keep) >= C:
+        raise DataError(f"channels={channels!r}: {npz.name} has channels 0..{C - 1}")
+    return data[:, :, keep]
+
+
+def _sensor_ids(ids: str | Path | None, npz: Path, N: int) -> tuple[Path, list[str]]:
+    """``(id file looked at, N sensor ids)``: from ``ids`` or ``<stem>.txt`` when present, else ``"0".."N-1"``."""
+    id_file = Path(ids) if ids else npz.with_suffix(".txt")
+    if id_file.is_file():
+        sensor_ids = [s.strip() for s in re.split(r"[\s,]+", id_file.read_text()) if s.strip()]
+        if len(sensor_ids) != N:
+            n_ids = len(sensor_ids)
+            raise DataError(f"{id_file.name}: lists {n_ids} sensor ids but {npz.name} has {N} nodes")
+        if len(set(sensor_ids)) != N:
+            raise DataError(f"{id_file.name}: a sensor id appears twice")
+        return id_file, sensor_ids
+    if ids:
+        raise DataError(f"{id_file}: no such sensor-id file")
+    return id_file, [str(i) for i in range(N)]
 
 
 def _read_distances(
