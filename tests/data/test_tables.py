@@ -49,6 +49,14 @@ def test_read_table_na_tokens_text_ids_and_stripped_header(tmp_path):
     assert df["note"][1] == "none" and df["note"][3] == "x"
 
 
+def test_read_table_text_columns_match_a_header_with_spaces(tmp_path):
+    """`` node_id `` is the node_id column: its ids stay text (``007`` is not the number 7)."""
+    f = tmp_path / "obs.csv"
+    f.write_text(" node_id ,value\n007,1\n")
+    df = read_table(f, text_columns=("node_id",))
+    assert list(df.columns) == ["node_id", "value"] and df["node_id"].tolist() == ["007"]
+
+
 def test_read_table_without_text_columns_reads_ids_as_numbers(tmp_path):
     f = tmp_path / "t.csv"
     f.write_text("node_id,value\n007,1\n")

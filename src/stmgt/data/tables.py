@@ -105,9 +105,11 @@ def read_table(path: Path, *, text_columns: tuple[str, ...] = ()) -> pd.DataFram
 
 def _read_csv(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame | None:
     """The CSV as a frame, or ``None`` when pandas warns about extra fields on some line."""
+    header = pd.read_csv(path, nrows=0, skipinitialspace=True, index_col=False).columns
+    text = {c: str for c in header if str(c).strip() in text_columns}  # " node_id " is node_id too
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
-        df = pd.read_csv(path, dtype={c: str for c in text_columns}, skipinitialspace=True,
+        df = pd.read_csv(path, dtype=text, skipinitialspace=True,
                          keep_default_na=False, na_values=_NA_VALUES, index_col=False)
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         return None
