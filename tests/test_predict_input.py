@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from stmgt.cli import main
 
-TINY = "model: {hidden: 16, blocks: 1}\ntrain: {batch_size: 32, max_epochs: 1, progress: false}\n"
+TINY = "model: {hidden: 16}\ntrain: {batch_size: 32, max_epochs: 1, progress: false}\n"
 H, N = 12, 8
 
 
