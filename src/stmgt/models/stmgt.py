@@ -15,7 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from stmgt.config import ModelConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
-from stmgt.models.base import DataInfo, ForecastModel
+from stmgt.models.base import DataInfo, ForecastModel, edge_weights_switch
 from stmgt.nn.embedding import InputEmbedding
 from stmgt.nn.horizon import FlatHorizonProjection, HorizonProjection
 from stmgt.nn.horizon_calendar import HorizonCalendar
@@ -76,29 +76,37 @@ class STMGT(ForecastModel):
         cfg: :class:`~stmgt.config.ModelConfig` (hidden 96, blocks 3, heads 4, mixtures 5,
             dropout 0.2, drop_edge 0.05, weather "cross", calendar on by default).
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
+        edge_weights: the spatial attention reads the edge weights as a 1-dim edge attribute
+            (``edge_dim=1`` in every block's GATv2; the fused kernels are then not used). Default
+            None: ``cfg.edge_weights`` (False when the config has no such field). On without
+            weights in the data: unit weights.
 
-    Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch
-    shape ``[B, H, N]`` in scaled units. With ``keep_details = True`` the gate values of each
-    block (``[B, T, N, D]``) and the spatial attention (``(edge_index_with_loops, alpha [B*T, E', heads])``)
-    of the last forward are kept in ``details``.
+    Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]``, ``edge_weight [E]`` or None ->
+    :class:`GaussianMixture` with batch shape ``[B, H, N]`` in scaled units. With
+    ``keep_details = True`` the gate values of each block (``[B, T, N, D]``) and the spatial
+    attention (``(edge_index_with_loops, alpha [B*T, E', heads])``) of the last forward are kept in
+    ``details``.
     """
 
     name = "stmgt"
 
-    def __init__(self, cfg: ModelConfig, info: DataInfo):
+    def __init__(self, cfg: ModelConfig, info: DataInfo, edge_weights: bool | None = None):
         super().__init__()
         self.cfg, self.info = cfg, info
+        self.edge_weights = edge_weights_switch(cfg, edge_weights)
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
-            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention)
+            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention,
+                    edge_dim=1 if self.edge_weights else None)
             for _ in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)
         self.keep_details = False
         self.details: dict = {}
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         T = batch.x.shape[1]
+        ew = edge_weight if self.edge_weights else None
         h = self.embedding(batch.x, batch.x_mask, batch.tod[:, :T], batch.dow[:, :T])  # [B, T, N, D]
         gates, atts = [], []
         for block in self.blocks:
@@ -106,13 +114,13 @@ class STMGT(ForecastModel):
                 # the same numbers (the RNG state is replayed), activations recomputed in backward;
                 # samples are independent inside a block, so it can also run over chunks of the batch
                 c = self.cfg.checkpoint_chunk or h.shape[0]
-                parts = [checkpoint(block, h[i:i + c], edge_index, self.keep_details, use_reentrant=False)
+                parts = [checkpoint(block, h[i:i + c], edge_index, ew, self.keep_details, use_reentrant=False)
                          for i in range(0, h.shape[0], c)]
                 h = torch.cat([p[0] for p in parts])
                 alpha = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
                 att = parts[0][2] if len(parts) == 1 else None
             else:
-                h, alpha, att = block(h, edge_index, return_attention=self.keep_details)
+                h, alpha, att = block(h, edge_index, ew, return_attention=self.keep_details)
             if self.keep_details:
                 gates.append(alpha)
                 atts.append(att)
