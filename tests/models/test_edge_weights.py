@@ -62,3 +62,13 @@ def test_stmamba_streaming_with_weights_equals_the_windowed_forward():
         full = m(b, ei, w)
         torch.testing.assert_close(m.stream_forecast(b, ei, w).mean, full.mean, atol=1e-8, rtol=1e-8)
         assert not torch.allclose(m.stream_forecast(b, ei).mean, full.mean)
+
+
+@pytest.mark.parametrize("cls", [STMGT, STMamba])
+def test_switch_on_with_a_graph_without_edges(cls):
+    m = _make(cls, True).eval()
+    no_edges = torch.zeros(2, 0, dtype=torch.long)
+    with torch.no_grad():
+        a = m(make_batch(B=2, T=T, H=H, N=N), no_edges, torch.zeros(0)).mean
+        b = m(make_batch(B=2, T=T, H=H, N=N), no_edges).mean
+    assert torch.isfinite(a).all() and torch.equal(a, b)

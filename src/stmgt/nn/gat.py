@@ -57,15 +57,15 @@ class EdgePlan:
         self.src_lengths = torch.bincount(self.src, minlength=num_nodes)
         self.is_loop = self.src == self.dst
 
-    def edge_attr(self, edge_attr: Tensor) -> Tensor:
-        """Edge features of the input edges ``[E, D]`` (or ``[E]``) -> ``[E', D]`` in plan order.
+    def edge_attr(self, edge_attr: Tensor, dim: int = 1) -> Tensor:
+        """Edge features of the input edges ``[E, dim]`` (or ``[E]``) -> ``[E', dim]`` in plan order.
 
         As PyG's ``GATConv``/``GATv2Conv`` (``remove_self_loops``, then ``add_self_loops`` with
         ``fill_value="mean"``): input self-loops are dropped and each node's self-loop gets the mean
         feature of its incoming edges (zeros for a node without incoming edges).
         """
-        a = edge_attr.reshape(self.keep.shape[0], -1)[self.keep]  # [E, D] -> [E_kept, D]
-        N, D = self.num_nodes, a.shape[1]
+        a = edge_attr.reshape(self.keep.shape[0], dim)[self.keep]  # [E, D] -> [E_kept, D]
+        N, D = self.num_nodes, dim
         total = a.new_zeros(N, D).index_add_(0, self.kept_dst, a)  # [N, D]
         count = torch.bincount(self.kept_dst, minlength=N).clamp_min(1).to(a.dtype)  # [N]
         full = torch.cat([a, total / count.unsqueeze(1)])  # [E_kept + N, D]: edges, then self-loops
@@ -297,10 +297,10 @@ class GraphAttention(nn.Module):
         key = edge_attr
         if edge_attr is None:
             edge_attr = torch.ones(edge_index.shape[1], self.edge_dim, device=edge_index.device)
-        if edge_attr.shape[0] != edge_index.shape[1] or edge_attr[0].numel() != self.edge_dim:
+        if edge_attr.shape[0] != edge_index.shape[1] or edge_attr.numel() != edge_index.shape[1] * self.edge_dim:
             raise ValueError(f"edge_attr of shape {tuple(edge_attr.shape)} does not fit {edge_index.shape[1]}"
                              f" edges with edge_dim={self.edge_dim}")
-        out = plan.edge_attr(edge_attr.float())  # [E', D]
+        out = plan.edge_attr(edge_attr.float(), self.edge_dim)  # [E', D]
         self._attr_cache = (key, plan, out)
         return out
 
