@@ -71,7 +71,9 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
     cfg = cfg or model_config(model_name, **memory)
     info = DataInfo(num_nodes=nodes, weather_dim=3, history=history, horizon=horizon)
     model = build_model(cfg, info).to(device)
-    ei = torch.from_numpy(synthetic_graph(nodes, seed=0).edge_index).to(device)
+    graph = synthetic_graph(nodes, seed=0)
+    ei = torch.from_numpy(graph.edge_index).to(device)
+    ew = torch.from_numpy(graph.edge_weight).to(device)  # read only by models with edge_weights on
     b = make_batch(B=batch, T=history, H=horizon, N=nodes).to(device)
     b1 = make_batch(B=1, T=history, H=horizon, N=nodes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -81,7 +83,7 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
 
     def train_step(b=b):
         with amp:
-            d = fwd(b, ei)
+            d = fwd(b, ei, ew)
         loss, _ = mixture_loss(d, b.y, b.y_mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -108,17 +110,17 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
     train_s = (time.perf_counter() - t) / steps
     model.eval()
     with torch.inference_mode(), amp:
-        fwd(b, ei)
+        fwd(b, ei, ew)
         _sync(device)
         t = time.perf_counter()
         for _ in range(steps):
-            _ = fwd(b, ei).mean
+            _ = fwd(b, ei, ew).mean
         _sync(device)
         infer_s = (time.perf_counter() - t) / steps
-        fwd(b1, ei)
+        fwd(b1, ei, ew)
         t = time.perf_counter()
         for _ in range(steps):
-            _ = fwd(b1, ei).mean
+            _ = fwd(b1, ei, ew).mean
         _sync(device)
         lat = (time.perf_counter() - t) / steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _rss_mb()

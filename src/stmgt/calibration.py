@@ -93,7 +93,7 @@ def calibrate_run(run_dir: str | Path, progress: bool = True) -> dict:
     dists, ys, ms = [], [], []
     with torch.no_grad():
         for batch in data.loader("val", shuffle=False, batch_size=64):
-            dists.append(model(batch, data.edge_index).affine(loc, scale))
+            dists.append(model(batch, data.edge_index, data.edge_weight).affine(loc, scale))
             ys.append(batch.y)
             ms.append(batch.y_mask)
     factors = fit_spread_factors(dists, ys, ms)

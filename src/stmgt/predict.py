@@ -256,14 +256,14 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False, quantiles=QUANT
                   y_mask=tensors.x_mask[None, T:], tod=tensors.tod[None, idx], dow=tensors.dow[None, idx],
                   weather=None if tensors.weather is None else tensors.weather[None, idx],
                   start=torch.zeros(1, dtype=torch.long))
-    ei = torch.from_numpy(panel.edge_index)
+    ei, ew = _graph(run, panel)
     with torch.no_grad():
         if stream:
             if not hasattr(model, "stream_forecast"):
                 raise DataError(f"--stream needs a recurrent model (stmamba); this run is {model.name}")
-            dist = model.stream_forecast(batch, ei)
+            dist = model.stream_forecast(batch, ei, ew)
         else:
-            dist = model(batch, ei)
+            dist = model(batch, ei, ew)
     dist = dist.affine(scaler.target_loc, scaler.target_scale)
     from stmgt.calibration import apply_stored
 
@@ -281,6 +281,18 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False, quantiles=QUANT
     for i, q in enumerate(quantiles):
         out[quantile_column(q)] = qs[..., i].reshape(-1)
     return out
+
+
+def _graph(run: Run, panel: Panel) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(edge_index [2, E], edge_weight [E] or None)`` of a forecast: the panel's graph and weights
+    (:func:`panel_from_frame` gives the run's ``graph.npz``); a panel without weights on the run's
+    own edges takes the run's weights, as the model was trained with them."""
+    ei, ew = panel.edge_index, panel.edge_weight
+    if ew is None:
+        run_ei, run_ew = run.graph()
+        if run_ew is not None and np.array_equal(np.asarray(run_ei), np.asarray(ei)):
+            ew = run_ew
+    return torch.from_numpy(np.asarray(ei)), None if ew is None else torch.from_numpy(np.asarray(ew, np.float32))
 
 
 def quantile_column(q: float) -> str:

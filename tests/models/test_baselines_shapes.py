@@ -99,14 +99,15 @@ def test_gwnet_receptive_field_and_large_graph_switch():
     assert not small.adaptive and not any("nodevec" in n for n, _ in small.named_parameters())
 
 
-def reference_gwnet(m: GraphWaveNet, batch, edge_index) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference code's forward (nnzhan/Graph-WaveNet, NCHW Conv2d, dense supports) with m's weights."""
+def reference_gwnet(m: GraphWaveNet, batch, edge_index, edge_weight=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference code's forward (nnzhan/Graph-WaveNet, NCHW Conv2d, dense supports) with m's weights;
+    ``edge_weight`` fills its weighted ``adj_mx`` (unit diagonal), else every edge has weight 1."""
     x = batch.x
     B, T, N_, _ = x.shape
     tod = batch.tod[:, :T].view(B, T, 1, 1).expand(B, T, N_, 1)
     inp = torch.cat([x, batch.x_mask.unsqueeze(-1).float(), tod], -1).permute(0, 3, 2, 1)  # [B, F, N, T]
     A = torch.zeros(N_, N_)
-    A[edge_index[0], edge_index[1]] = 1.0
+    A[edge_index[0], edge_index[1]] = 1.0 if edge_weight is None else edge_weight.float()
     A.fill_diagonal_(1.0)
     supports = [A / A.sum(1, keepdim=True), A.t() / A.t().sum(1, keepdim=True)]
     if m.adaptive:
@@ -148,17 +149,18 @@ def reference_gwnet(m: GraphWaveNet, batch, edge_index) -> tuple[torch.Tensor, t
     return dist.mean, dist.stddev
 
 
-@pytest.mark.parametrize("history", [12, 5])
-def test_gwnet_matches_reference_forward(history):
+@pytest.mark.parametrize("history,weighted", [(12, False), (5, False), (12, True)])
+def test_gwnet_matches_reference_forward(history, weighted):
     data = tiny_data(history, 4)
-    m = make("gwnet", data).eval()
+    m = (make("gwnet", data, edge_weights=True) if weighted else make("gwnet", data)).eval()
+    ew = torch.rand(data.edge_index.shape[1], generator=torch.Generator().manual_seed(2)) + 0.1 if weighted else None
     g = torch.Generator().manual_seed(1)
     for bn in m.bn:  # non-trivial running statistics
         bn.running_mean.copy_(torch.randn(bn.num_features, generator=g) * 0.1)
         bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
     batch = data.batch_at([0, 3, 9])
     with torch.no_grad():
-        dist = m(batch, data.edge_index)
-        mean, std = reference_gwnet(m, batch, data.edge_index)
+        dist = m(batch, data.edge_index, ew)
+        mean, std = reference_gwnet(m, batch, data.edge_index, ew)
     torch.testing.assert_close(dist.mean, mean, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dist.stddev, std, rtol=1e-4, atol=1e-5)

@@ -46,12 +46,12 @@ def forecast_split(model: ForecastModel, data: PanelData, split: str = "test", c
     acc = MetricAccumulator(data.horizon)
     raw = MetricAccumulator(data.horizon) if calibration is not None else None
     loc, scale = data.scaler.target_loc, data.scaler.target_scale
-    ei = data.edge_index
+    ei, ew = data.edge_index, data.edge_weight
     parts: dict[str, list] = {k: [] for k in ("starts", "y", "mask", "mean", "lo80", "hi80")}
     loader = data.loader(split, shuffle=False, batch_size=batch_size)
     for batch in tqdm(loader, desc=f"{getattr(model, 'name', 'model')} on {split}", disable=not progress,
                       leave=False):
-        dist: GaussianMixture = model(batch, ei).affine(loc, scale)
+        dist: GaussianMixture = model(batch, ei, ew).affine(loc, scale)
         if calibration is not None:
             raw.update(dist, batch.y, batch.y_mask)
             dist = calibration(dist, batch)

@@ -106,7 +106,7 @@ def _gate(model, data):
     model.keep_details = True
     try:
         with torch.no_grad():
-            model(data.batch_at(starts), data.edge_index)
+            model(data.batch_at(starts), data.edge_index, data.edge_weight)
         gates = model.details.get("gate") or []
         if not gates or gates[-1] is None:
             return None

@@ -88,7 +88,14 @@ class SpatioTemporalConfig(NeuralModelConfig):
 
 
 class ForecastModel(nn.Module):
-    """Base class: ``forward(batch, edge_index) -> GaussianMixture`` over ``[B, H, N]`` (scaled units).
+    """Base class: ``forward(batch, edge_index, edge_weight=None) -> GaussianMixture`` over ``[B, H, N]``
+    (scaled units).
+
+    ``edge_index [2, E]`` is the static graph (``source -> target``) and ``edge_weight [E]`` its
+    optional non-negative weights (:attr:`~stmgt.data.windows.PanelData.edge_weight`, ``Run.graph()``).
+    Callers always pass the weights they have; a model reads them only when its ``edge_weights``
+    switch is on (``getattr(cfg, "edge_weights", False)``: Graph WaveNet, STMGT, STMamba) and uses
+    unit weights when the switch is on but the data have none. Baselines ignore them.
 
     Class attributes:
         trainable: False for models fitted by statistics alone (they implement :meth:`fit`).
@@ -103,7 +110,8 @@ class ForecastModel(nn.Module):
     Config: type[ModelConfig] = ModelConfig
     paper: str = ""
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:  # pragma: no cover
+    def forward(self, batch: Batch, edge_index: Tensor,
+                edge_weight: Tensor | None = None) -> GaussianMixture:  # pragma: no cover
         raise NotImplementedError
 
     def fit(self, data) -> None:

@@ -48,7 +48,7 @@ class GRUForecaster(ForecastModel):
 
     Shapes: ``batch.x [B, T, N, C]``, ``batch.x_mask [B, T, N]``, ``batch.tod [B, T + H]``
     -> :class:`GaussianMixture` with batch shape ``[B, H, N]`` (scaled units); any ``T``.
-    ``edge_index`` is ignored.
+    ``edge_index`` and ``edge_weight`` are ignored.
     """
 
     name = "gru"
@@ -64,7 +64,7 @@ class GRUForecaster(ForecastModel):
         self.output = nn.Linear(D, info.horizon * D)
         self.head = GaussianMixtureHead.from_config(D, cfg)
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         x = batch.x
         B, T, N, _ = x.shape
         angle = 2 * math.pi * batch.tod[:, :T].to(x.dtype)  # [B, T]

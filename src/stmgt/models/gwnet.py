@@ -4,7 +4,8 @@ Wu, Pan, Long, Jiang and Zhang, "Graph WaveNet for Deep Spatial-Temporal Graph M
 IJCAI 2019 (reference code: github.com/nnzhan/Graph-WaveNet). Layout, layer sizes and the
 padding of the input to the receptive field follow the reference code. Three changes make it
 fit this library: the fixed supports (forward and backward random-walk transition matrices) are
-applied sparsely over ``edge_index`` with ``index_add`` (never a dense ``N x N`` matrix), the
+applied sparsely over ``edge_index`` (and its weights, with ``edge_weights`` on) with ``index_add``
+(never a dense ``N x N`` matrix), the
 dense self-adaptive adjacency is only built for graphs of at most ``adaptive_max_nodes`` nodes,
 and the final convolution outputs ``H`` feature vectors per node for the shared Gaussian-mixture
 head instead of ``H`` values.
@@ -31,25 +32,34 @@ from stmgt.nn.layers.mixture_head import GaussianMixtureHead
 class SparseTransition:
     """A random-walk transition matrix applied over an edge list: ``out[j] = sum_i P[i, j] x[i]``.
 
-    Built from directed edges ``i -> j`` with unit weights and one self-loop per node (the
-    reference's adjacency has a unit diagonal). ``forward=True`` is ``P_f = D_out^-1 A`` and
-    ``forward=False`` is ``P_b = D_in^-1 A^T``, the two supports of the reference's
-    ``doubletransition`` adjacency, applied as the reference's ``nconv`` does (``x P``).
+    Built from directed edges ``i -> j`` with weights ``w_ij`` (unit weights when ``weight`` is
+    None) and one unit self-loop per node (the reference's adjacency has a unit diagonal; existing
+    self-loops and their weights are replaced), i.e. ``A[i, j] = sum of w over the edges i -> j``,
+    ``A[i, i] = 1``. ``forward=True`` is ``P_f = D_out^-1 A`` and ``forward=False`` is
+    ``P_b = D_in^-1 A^T``, the two supports of the reference's ``doubletransition`` adjacency
+    (``asym_adj(adj_mx)``, ``asym_adj(adj_mx.T)``), applied as the reference's ``nconv`` does
+    (``x P``). Degrees are weighted sums and never zero (the self-loop).
 
     Args:
         edge_index: ``[2, E]`` directed edges ``source -> target``.
         num_nodes: ``N``.
         forward: direction of the walk (default True).
+        weight: ``[E]`` non-negative edge weights, or None (default) for unit weights.
 
     Shapes: ``x [N, B, L, C] -> [N, B, L, C]`` (cost ``O((E + N) B L C)``, no ``N x N`` matrix).
     """
 
-    def __init__(self, edge_index: Tensor, num_nodes: int, forward: bool = True):
-        ei = add_self_loops(edge_index, num_nodes)  # [2, E + N]
+    def __init__(self, edge_index: Tensor, num_nodes: int, forward: bool = True, weight: Tensor | None = None):
+        keep = edge_index[0] != edge_index[1]
+        ei = add_self_loops(edge_index, num_nodes)  # [2, E_kept + N]: the kept edges, then the loops
         src, dst = (ei[0], ei[1]) if forward else (ei[1], ei[0])
-        ones = torch.ones(src.shape[0], device=ei.device)
-        deg = torch.zeros(num_nodes, device=ei.device).index_add_(0, src, ones)  # [N], >= 1 (self-loop)
-        self.src, self.dst, self.weight = src, dst, 1.0 / deg[src]  # weight [E + N]
+        if weight is None:
+            w = torch.ones(src.shape[0], device=ei.device)  # [E_kept + N]
+        else:
+            w = torch.cat([weight.to(ei.device, torch.float32).reshape(-1)[keep],
+                           torch.ones(num_nodes, device=ei.device)])  # [E_kept + N], unit self-loops
+        deg = torch.zeros(num_nodes, device=ei.device).index_add_(0, src, w)  # [N], >= 1 (self-loop)
+        self.src, self.dst, self.weight = src, dst, w / deg[src]  # weight [E_kept + N]
 
     def __call__(self, x: Tensor) -> Tensor:
         msg = x.index_select(0, self.src) * self.weight.to(x.dtype).view(-1, 1, 1, 1)  # [E + N, B, L, C]
@@ -141,10 +151,10 @@ class GraphWaveNet(ForecastModel):
     ``blocks x layers`` layers with dilations ``1, 2, ..., 2^(layers-1)`` per block (kernel 2:
     1,2,1,2,1,2,1,2 by default), each: gated TCN ``tanh(filter(x)) * sigmoid(gate(x))``, a skip
     convolution summed over layers, a diffusion convolution over the forward and backward
-    transition matrices of ``edge_index`` (plus the self-adaptive ``softmax(relu(E1 E2))`` when
-    ``N <= adaptive_max_nodes``), a residual connection and BatchNorm. Then ``relu(skip)``,
-    ``end_conv_1`` (ReLU) and ``end_conv_2`` to ``H * head_hidden`` channels, ReLU, and the
-    shared :class:`GaussianMixtureHead`.
+    transition matrices of ``edge_index`` (weighted by ``edge_weight`` with ``edge_weights`` on; plus
+    the self-adaptive ``softmax(relu(E1 E2))`` when ``N <= adaptive_max_nodes``), a residual
+    connection and BatchNorm. Then ``relu(skip)``, ``end_conv_1`` (ReLU) and ``end_conv_2`` to
+    ``H * head_hidden`` channels, ReLU, and the shared :class:`GaussianMixtureHead`.
 
     The input is left-padded with zeros to the receptive field ``1 + blocks (k-1)(2^layers - 1)``
     as the reference does, so the last layer has one output step; ``blocks`` defaults to the
@@ -165,12 +175,16 @@ class GraphWaveNet(ForecastModel):
             reference's defaults: ``residual_channels`` 32, ``dilation_channels`` 32, ``skip_channels``
             256, ``end_channels`` 512, ``blocks`` None (see above), ``layers`` 2 per block,
             ``kernel_size`` 2, ``order`` 2 diffusion steps, ``adaptive`` True, ``adaptive_max_nodes``
-            1000, ``embed_dim`` 10.
+            1000, ``embed_dim`` 10; ``edge_weights`` (default False): build the forward and backward
+            transition matrices from the weighted adjacency (``A[i, j] = w_ij``, unit diagonal), as the
+            reference does with its weighted ``adj_mx``; off, every edge has weight 1 (on without
+            weights in the data: unit weights).
         info: :class:`~stmgt.models.base.DataInfo`: ``num_nodes``, ``in_channels``, ``history``,
             ``horizon`` are read.
 
     Shapes: ``batch.x [B, T, N, C]``, ``batch.x_mask [B, T, N]``, ``batch.tod [B, T + H]``,
-    ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch shape ``[B, H, N]`` (scaled units).
+    ``edge_index [2, E]``, ``edge_weight [E]`` or None -> :class:`GaussianMixture` with batch shape
+    ``[B, H, N]`` (scaled units).
     """
 
     name = "gwnet"
@@ -179,6 +193,7 @@ class GraphWaveNet(ForecastModel):
 
     def __init__(self, cfg: GraphWaveNetConfig, info: DataInfo):
         super().__init__()
+        self.edge_weights = cfg.edge_weights
         residual_channels, dilation_channels = cfg.residual_channels, cfg.dilation_channels
         skip_channels, end_channels, blocks, layers = cfg.skip_channels, cfg.end_channels, cfg.blocks, cfg.layers
         kernel_size, order, embed_dim = cfg.kernel_size, cfg.order, cfg.embed_dim
@@ -210,9 +225,12 @@ class GraphWaveNet(ForecastModel):
         self.end_conv_2 = nn.Linear(end_channels, info.horizon * self.head_hidden)
         self.head = GaussianMixtureHead.from_config(self.head_hidden, cfg)
 
-    def supports(self, edge_index: Tensor) -> list:
-        """The transition operators of one forward: forward and backward walks (and the adaptive one)."""
-        ops = [SparseTransition(edge_index, self.num_nodes, forward) for forward in (True, False)]
+    def supports(self, edge_index: Tensor, edge_weight: Tensor | None = None) -> list:
+        """The transition operators of one forward: forward and backward walks (and the adaptive one).
+
+        ``edge_weight [E]`` is used only with ``edge_weights`` on."""
+        w = edge_weight if self.edge_weights else None
+        ops = [SparseTransition(edge_index, self.num_nodes, forward, w) for forward in (True, False)]
         if self.adaptive:
             ops.append(DenseTransition(F.softmax(F.relu(self.nodevec1 @ self.nodevec2), dim=1)))  # [N, N]
         return ops
@@ -225,7 +243,7 @@ class GraphWaveNet(ForecastModel):
         L = x.shape[2] - (self.kernel_size - 1) * d
         return torch.cat([x[:, :, j * d: j * d + L] for j in range(self.kernel_size)], dim=-1)
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         x = batch.x
         B, T, N, _ = x.shape
         tod = batch.tod[:, :T].to(x.dtype).view(B, T, 1, 1).expand(B, T, N, 1)  # [B, T, N, 1]
@@ -234,7 +252,7 @@ class GraphWaveNet(ForecastModel):
         rf = self.receptive_field
         h = F.pad(h, (0, 0, rf - T, 0)) if T < rf else h[:, :, -rf:]  # [N, B, rf, F], zeros on the left
         h = self.start_conv(h)  # [N, B, rf, residual]
-        supports = self.supports(edge_index)
+        supports = self.supports(edge_index, edge_weight)
         skip = 0
         last = len(self.dilations) - 1
         for i, d in enumerate(self.dilations):

@@ -76,7 +76,7 @@ class HistoricalAverage(ForecastModel):
     Buffers (scaled units): ``mean [7, S, N]``, ``std [7, S, N]`` with ``S = steps_per_day``.
 
     Shapes: ``batch.tod``, ``batch.dow`` ``[B, T + H]`` -> :class:`GaussianMixture` with ``K = 1``
-    and batch shape ``[B, H, N]``. ``edge_index`` and the history values are ignored.
+    and batch shape ``[B, H, N]``. ``edge_index``, ``edge_weight`` and the history values are ignored.
     """
 
     trainable = False
@@ -118,7 +118,7 @@ class HistoricalAverage(ForecastModel):
         self.mean.copy_(torch.from_numpy(mean))
         self.std.copy_(torch.from_numpy(np.maximum(std, self.floor)))
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         T = batch.x.shape[1]
         slot = tod_slot(batch.tod[:, T:], self.steps_per_day)  # [B, H]
         day = batch.dow[:, T:].long()  # [B, H]

@@ -61,7 +61,7 @@ class LastValue(ForecastModel):
     Buffers (scaled units): ``node_mean [N]``, ``step_std [H]`` (1 until :meth:`fit`).
 
     Shapes: ``batch.x [B, T, N, C]``, ``batch.x_mask [B, T, N]`` -> :class:`GaussianMixture`
-    with ``K = 1`` and batch shape ``[B, H, N]`` (scaled units). ``edge_index`` is ignored.
+    with ``K = 1`` and batch shape ``[B, H, N]`` (scaled units). ``edge_index`` and ``edge_weight`` are ignored.
     """
 
     trainable = False
@@ -101,7 +101,7 @@ class LastValue(ForecastModel):
         val = x.gather(1, pos.clamp_min(0).unsqueeze(1)).squeeze(1)  # [B, N]
         return torch.where(pos >= 0, val, self.node_mean.to(x.dtype).expand_as(val))
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         last = self.last_observed(batch)  # [B, N]
         H = self.step_std.numel()
         mean = last.unsqueeze(1).expand(-1, H, -1)  # [B, H, N]

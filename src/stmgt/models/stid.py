@@ -82,7 +82,7 @@ class STID(ForecastModel):
 
     Shapes: ``batch.x [B, T, N, C]`` with ``T = info.history``, ``batch.x_mask [B, T, N]``,
     ``batch.tod/dow [B, T + H]`` -> :class:`GaussianMixture` with batch shape ``[B, H, N]``.
-    ``edge_index`` is ignored.
+    ``edge_index`` and ``edge_weight`` are ignored.
     """
 
     name = "stid"
@@ -106,7 +106,7 @@ class STID(ForecastModel):
         self.regression = nn.Linear(width, info.horizon * self.hidden_out)
         self.head = GaussianMixtureHead.from_config(self.hidden_out, cfg)
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         x = batch.x
         B, T, N, _ = x.shape
         if T != self.history:

@@ -65,7 +65,8 @@ class STMamba(ForecastModel):
             phase. There is no ``window_embedding``: the encoder reads its history one step at a time.
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 
-    Shapes: ``batch.x [B, T', N, C]`` with ``T' >= info.history``, ``edge_index [2, E]`` ->
+    Shapes: ``batch.x [B, T', N, C]`` with ``T' >= info.history``, ``edge_index [2, E]``,
+    ``edge_weight [E]`` or None ->
     :class:`GaussianMixture` with batch shape ``[B, H, N]`` in scaled units. With ``T' = history``
     this is the usual windowed forecast; a longer history runs the (causal) encoder over all
     ``T'`` steps and decodes its last ``history`` outputs, which is what streaming computes.
@@ -84,12 +85,13 @@ class STMamba(ForecastModel):
     def __init__(self, cfg: STMambaConfig, info: DataInfo):
         super().__init__()
         self.cfg, self.info = cfg, info
+        self.edge_weights = cfg.edge_weights  # the GAT phase with edge_dim=1
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
             STMambaBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, d_state=cfg.d_state,
                          d_conv=cfg.d_conv, expand=cfg.expand, gat_v2=cfg.gat_v2, scan=cfg.scan,
                          node_chunk=cfg.node_chunk, spatial=cfg.spatial,
-                         graph_chunk=cfg.graph_chunk)
+                         graph_chunk=cfg.graph_chunk, edge_dim=1 if self.edge_weights else None)
             for _ in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)
@@ -97,16 +99,17 @@ class STMamba(ForecastModel):
         self.details: dict = {}
 
     # ------------------------------------------------------------------ windowed
-    def encode(self, batch: Batch, edge_index: Tensor, state: StreamState | None = None,
-               return_state: bool = False):
+    def encode(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None,
+               state: StreamState | None = None, return_state: bool = False):
         """Embedding and blocks over every history step: ``batch.x [B, T', N, C]`` -> ``h [B, T', N, D]``,
         continuing from ``state`` (zeros when None); with ``return_state`` also the state after the
-        last step."""
+        last step. ``edge_weight [E]`` is read only with ``edge_weights`` on."""
+        ew = edge_weight if self.edge_weights else None
         T = batch.x.shape[1]
         h = self.embedding(batch.x, batch.x_mask, batch.tod[:, :T], batch.dow[:, :T])  # [B, T', N, D]
         new_state, atts = [], []
         for i, block in enumerate(self.blocks):
-            out = block(h, edge_index, return_attention=self.keep_details,
+            out = block(h, edge_index, ew, return_attention=self.keep_details,
                         state=None if state is None else state[i], return_state=True)
             h, st = (out[0], out[2]) if self.keep_details else out
             if self.keep_details:
@@ -131,8 +134,8 @@ class STMamba(ForecastModel):
         dist, self.details["weather_attention"] = self.decoder(h, batch, return_attention=True)
         return dist
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
-        return self.decode(self.encode(batch, edge_index), batch)
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
+        return self.decode(self.encode(batch, edge_index, edge_weight), batch)
 
     # ------------------------------------------------------------------ streaming
     def init_state(self, batch_size: int, num_nodes: int | None = None, device=None,
@@ -144,21 +147,23 @@ class STMamba(ForecastModel):
         return [b.init_state(batch_size, N, device=device, dtype=dtype) for b in self.blocks]
 
     def encode_step(self, x_t: Tensor, x_mask_t: Tensor, tod_t: Tensor, dow_t: Tensor, edge_index: Tensor,
-                    state: StreamState) -> tuple[Tensor, StreamState]:
+                    state: StreamState, edge_weight: Tensor | None = None) -> tuple[Tensor, StreamState]:
         """One new step through the encoder: ``x_t [B, N, C]``, ``x_mask_t [B, N]``, ``tod_t, dow_t [B]``
-        -> ``h_t [B, N, D]`` (the last block's output) and the new state. In eval mode, stepping through
-        ``T'`` steps from :meth:`init_state` gives :meth:`encode` on those steps, step by step."""
+        (``edge_weight [E]``, read only with ``edge_weights`` on) -> ``h_t [B, N, D]`` (the last block's
+        output) and the new state. In eval mode, stepping through ``T'`` steps from :meth:`init_state`
+        gives :meth:`encode` on those steps, step by step."""
+        ew = edge_weight if self.edge_weights else None
         h = self.embedding(x_t[:, None], x_mask_t[:, None], tod_t[:, None], dow_t[:, None])[:, 0]  # [B, N, D]
         new_state = []
         for block, st in zip(self.blocks, state):
-            h, st = block.step(h, edge_index, st)
+            h, st = block.step(h, edge_index, st, ew)
             new_state.append(st)
         return h, new_state
 
-    def stream_forecast(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def stream_forecast(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         """Forecast by feeding the history steps of ``batch`` one at a time through a fresh
-        :class:`StreamingForecaster`; equals ``forward(batch, edge_index)`` (in eval mode)."""
-        s = StreamingForecaster(self, edge_index, batch_size=batch.x.shape[0])
+        :class:`StreamingForecaster`; equals ``forward(batch, edge_index, edge_weight)`` (in eval mode)."""
+        s = StreamingForecaster(self, edge_index, batch_size=batch.x.shape[0], edge_weight=edge_weight)
         T = batch.x.shape[1]
         for t in range(T):
             s.update(batch.x[:, t], batch.x_mask[:, t], batch.tod[:, t], batch.dow[:, t],
@@ -197,6 +202,8 @@ class StreamingForecaster:
         edge_index: ``[2, E]`` graph of the ``N`` nodes.
         batch_size: independent streams ``B`` (default 1).
         num_nodes: ``N`` (default: the model's).
+        edge_weight: ``[E]`` weights of ``edge_index`` or None (default); read only when the model's
+            ``edge_weights`` switch is on.
 
     Shapes: :meth:`update` takes ``x_t [B, N, C]``, ``x_mask_t [B, N]``, ``tod_t, dow_t [B]``,
     ``weather_t [B, W]`` (or None); :meth:`forecast` takes the horizon's ``tod, dow [B, H]`` and
@@ -204,9 +211,10 @@ class StreamingForecaster:
     :class:`GaussianMixture` over ``[B, H, N]``.
     """
 
-    def __init__(self, model: STMamba, edge_index: Tensor, batch_size: int = 1, num_nodes: int | None = None):
+    def __init__(self, model: STMamba, edge_index: Tensor, batch_size: int = 1, num_nodes: int | None = None,
+                 edge_weight: Tensor | None = None):
         self.model = model.eval()
-        self.edge_index = edge_index
+        self.edge_index, self.edge_weight = edge_index, edge_weight
         self.batch_size = batch_size
         self.num_nodes = model.info.num_nodes if num_nodes is None else num_nodes
         self.reset()
@@ -224,7 +232,8 @@ class StreamingForecaster:
     def update(self, x_t: Tensor, x_mask_t: Tensor, tod_t: Tensor, dow_t: Tensor,
                weather_t: Tensor | None = None) -> None:
         """Consume one new time step of every stream."""
-        h, self.state = self.model.encode_step(x_t, x_mask_t, tod_t, dow_t, self.edge_index, self.state)
+        h, self.state = self.model.encode_step(x_t, x_mask_t, tod_t, dow_t, self.edge_index, self.state,
+                                               self.edge_weight)
         self.window.append((h, x_t, x_mask_t, tod_t, dow_t, weather_t))
         self.steps += 1
 

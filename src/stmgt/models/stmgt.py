@@ -46,11 +46,11 @@ class STMGT(ForecastModel):
             drop_edge 0.05, weather "cross", calendar on by default; ``stmgt models stmgt`` lists all).
         info: :class:`~stmgt.models.base.DataInfo` (nodes, channels, weather size, history, horizon).
 
-    Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]`` -> :class:`GaussianMixture` with batch
-    shape ``[B, H, N]`` in scaled units. With ``keep_details = True`` the last forward keeps in
-    ``details``: ``"gate"``, the fusion gate of each block (``[B, T, N, D]``); ``"spatial_attention"``,
-    each block's ``(edge_index_with_loops, alpha [B*T, E', heads])``; ``"weather_attention"``, the
-    decoder's (see :class:`~stmgt.nn.blocks.decoder.ForecastDecoder`).
+    Shapes: ``batch.x [B, T, N, C]``, ``edge_index [2, E]``, ``edge_weight [E]`` or None ->
+    :class:`GaussianMixture` with batch shape ``[B, H, N]`` in scaled units. With ``keep_details = True``
+    the last forward keeps in ``details``: ``"gate"``, the fusion gate of each block (``[B, T, N, D]``);
+    ``"spatial_attention"``, each block's ``(edge_index_with_loops, alpha [B*T, E', heads])``;
+    ``"weather_attention"``, the decoder's (see :class:`~stmgt.nn.blocks.decoder.ForecastDecoder`).
     """
 
     name = "stmgt"
@@ -60,17 +60,20 @@ class STMGT(ForecastModel):
     def __init__(self, cfg: STMGTConfig, info: DataInfo):
         super().__init__()
         self.cfg, self.info = cfg, info
+        self.edge_weights = cfg.edge_weights  # GATv2 with edge_dim=1 (the fused kernels are then not used)
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
-            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention)
+            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention,
+                    edge_dim=1 if self.edge_weights else None)
             for _ in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)
         self.keep_details = False
         self.details: dict = {}
 
-    def forward(self, batch: Batch, edge_index: Tensor) -> GaussianMixture:
+    def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         T = batch.x.shape[1]
+        ew = edge_weight if self.edge_weights else None
         h = self.embedding(batch.x, batch.x_mask, batch.tod[:, :T], batch.dow[:, :T])  # [B, T, N, D]
         gates, atts = [], []
         for block in self.blocks:
@@ -78,11 +81,11 @@ class STMGT(ForecastModel):
                 # the same numbers (the RNG state is replayed), activations recomputed in backward;
                 # samples are independent inside a block, so it can also run over chunks of the batch
                 c = self.cfg.checkpoint_chunk or h.shape[0]
-                parts = [checkpoint(block, h[i:i + c], edge_index, self.keep_details, use_reentrant=False)
+                parts = [checkpoint(block, h[i:i + c], edge_index, ew, self.keep_details, use_reentrant=False)
                          for i in range(0, h.shape[0], c)]
                 out = _join_chunks(parts) if self.keep_details else torch.cat(parts)
             else:
-                out = block(h, edge_index, return_attention=self.keep_details)
+                out = block(h, edge_index, ew, return_attention=self.keep_details)
             if self.keep_details:
                 h, (gate, att) = out
                 gates.append(gate)

@@ -321,7 +321,8 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         return Run(out_dir)
 
     _check_observed(data)
-    task = ForecastTask(model, data.edge_index, data.scaler.target_loc, data.scaler.target_scale, t)
+    task = ForecastTask(model, data.edge_index, data.scaler.target_loc, data.scaler.target_scale, t,
+                        edge_weight=data.edge_weight)
     resumed_epoch = None if resume is None else int(check_checkpoint(resume, task)["epoch"])
     tmp = _make_partial(out, out_dir)
     try:

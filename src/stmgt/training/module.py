@@ -33,22 +33,26 @@ class ForecastTask(L.LightningModule):
     Args:
         model: the forecaster.
         edge_index: ``[2, E]`` the static graph (a buffer: moved to the device once).
+        edge_weight: ``[E]`` its weights or None (default; a buffer too), passed to the model, which
+            reads them only with its ``edge_weights`` switch on.
         loc, scale: the target scaler (data = loc + scale * scaled).
         train: :class:`~stmgt.config.TrainConfig`.
     """
 
-    def __init__(self, model: ForecastModel, edge_index: Tensor, loc: float, scale: float, train: TrainConfig):
+    def __init__(self, model: ForecastModel, edge_index: Tensor, loc: float, scale: float, train: TrainConfig,
+                 edge_weight: Tensor | None = None):
         super().__init__()
         self.model, self.cfg = model, train
         self.loc, self.scale = float(loc), float(scale)
         self.register_buffer("edge_index", edge_index.long(), persistent=False)
+        self.register_buffer("edge_weight", None if edge_weight is None else edge_weight.float(), persistent=False)
 
     def forward(self, batch: Batch) -> GaussianMixture:
         """The forecast in data units."""
-        return self.model(batch, self.edge_index).affine(self.loc, self.scale)
+        return self.model(batch, self.edge_index, self.edge_weight).affine(self.loc, self.scale)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        dist = self.model(batch, self.edge_index)
+        dist = self.model(batch, self.edge_index, self.edge_weight)
         y = (batch.y - self.loc) / self.scale
         loss, parts = mixture_loss(dist, y, batch.y_mask, self.cfg.var_reg, self.cfg.entropy_reg, self.cfg.mae_weight)
         self._check_finite(loss, batch_idx)

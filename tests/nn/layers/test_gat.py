@@ -139,3 +139,83 @@ def test_fused_kernels_pass_gradcheck():
                                     (xl, xr, att))
     alpha = torch.rand(2, plan.src.numel(), 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: _FusedAggregate.apply(a, b, plan.src, plan.dst), (alpha, xl))
+
+
+def _edge_pair(v2, F=16, C=8, H=4, **kw):
+    ours = GraphAttention(F, C, H, v2=v2, edge_dim=1, **kw)
+    ref = GATv2Conv(F, C, heads=H, edge_dim=1) if v2 else GATConv(F, C, heads=H, edge_dim=1)
+    ours.load_state_dict({k: v.reshape(ours.state_dict()[k].shape) for k, v in ref.state_dict().items()})
+    return ours, ref
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("v2", [True, False])
+def test_edge_weights_match_pyg_edge_dim_1(v2, fused):
+    """Edge weights [E] as a 1-dim edge attribute: PyG's GATConv/GATv2Conv(edge_dim=1) numbers and
+    gradients, self-loops filled with the mean incoming weight (nodes without in-edges: 0)."""
+    torch.manual_seed(0)
+    N, B = 11, 3
+    ei = torch.randint(0, N - 1, (2, 40))  # self-loops and duplicates; node N-1 has no incoming edge
+    w = torch.rand(40) * 2
+    ours, ref = _edge_pair(v2, fused=fused)
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    x = torch.randn(B, N, 16)
+    out, (ei2, alpha) = ours(x, ei, w, return_attention=True)
+    expect = [ref(x[b], ei, w, return_attention_weights=True) for b in range(B)]
+    torch.testing.assert_close(out, torch.stack([o for o, _ in expect]), atol=1e-5, rtol=1e-5)
+    # the same attention per (edge, head): compare as dicts keyed by (src, dst), self-loops included
+    # (PyG adds them after the kept edges, in node order; ours sorts by target)
+    ref_ei, ref_alpha = expect[0][1]
+    key = ei2[0] * N + ei2[1]
+    ref_key = ref_ei[0] * N + ref_ei[1]
+    for k in (ei2[0] == ei2[1]).nonzero().flatten():  # self-loops are unique on both sides
+        j = (ref_key == key[k]).nonzero().item()
+        torch.testing.assert_close(alpha[0, k], ref_alpha[j], atol=1e-5, rtol=1e-5)
+    params = ["lin_edge.weight", "lin_l.weight" if v2 else "lin.weight"] + ([] if v2 else ["att_edge"])
+    mine, theirs = dict(ours.named_parameters()), dict(ref.named_parameters())
+    g1 = torch.autograd.grad(out.square().sum(), [mine[p] for p in params])
+    expect2 = torch.stack([ref(x[b], ei, w) for b in range(B)])
+    g2 = torch.autograd.grad(expect2.square().sum(), [theirs[p] for p in params])
+    for p, a, b in zip(params, g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=p)
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_edge_dim_without_weights_uses_unit_weights_and_weights_need_edge_dim(v2):
+    torch.manual_seed(0)
+    N = 8
+    ei = torch.randint(0, N, (2, 25))
+    layer = GraphAttention(6, 4, 2, v2=v2, edge_dim=1).eval()
+    x = torch.randn(2, N, 6)
+    torch.testing.assert_close(layer(x, ei), layer(x, ei, torch.ones(25)))
+    assert not torch.allclose(layer(x, ei), layer(x, ei, torch.rand(25) * 3))
+    with pytest.raises(ValueError, match="edge_dim"):
+        GraphAttention(6, 4, 2, v2=v2)(x, ei, torch.ones(25))
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_drop_edge_drops_each_edge_with_its_own_weight(v2):
+    """With DropEdge, each graph of the batch equals PyG on its kept edges with their own weights
+    (and the self-loops' mean weight over all incoming edges, which DropEdge does not change)."""
+    torch.manual_seed(0)
+    N, B, E = 10, 4, 30
+    ei = torch.randint(0, N, (2, E))
+    w = torch.rand(E) * 2 + 0.1
+    ours, ref = _edge_pair(v2, drop_edge=0.4)
+    plan = ours.plan(ei, N)
+    fill = plan.edge_attr(w)[plan.is_loop].view(-1)  # [N] the self-loops' weights, node order
+    ours.train()
+    x = torch.randn(B, N, 16)
+    out, (ei2, alpha) = ours(x, ei, w, return_attention=True)
+    w2 = plan.edge_attr(w).view(-1)  # our weight of each planned edge
+    real = ei2[0] != ei2[1]
+    ref.add_self_loops = False
+    dropped = 0
+    for b in range(B):
+        kept = real & (alpha[b, :, 0] > 0)
+        dropped += int((real & (alpha[b, :, 0] == 0)).sum())
+        loops = torch.arange(N).expand(2, N)
+        sub = torch.cat([ei2[:, kept], loops], 1)
+        sub_w = torch.cat([w2[kept], fill])
+        torch.testing.assert_close(out[b], ref(x[b], sub, sub_w), atol=1e-5, rtol=1e-5)
+    assert dropped > 0

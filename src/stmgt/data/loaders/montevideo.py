@@ -23,7 +23,8 @@ networkx node-link graph ``{directed, multigraph, graph, nodes, links}``.
   ``symmetric=True`` adds the reverse of each. Self loops are dropped, a repeated pair keeps its
   shortest distance. In this file the links join neighbouring stops (median 275 m, up to 1991 m),
   so sigma is only 174 m: about half the links get a Gaussian weight below 0.1 and the two longest
-  underflow to 0 (they stay in ``edge_index``; stmgt's models use ``edge_index`` only). A model
+  underflow to 0 (they stay in ``edge_index``; with ``model.edge_weights`` on, Graph WaveNet gives
+  them no weight and the graph attention an edge attribute of 0; see ``docs/models.md``). A model
   that uses weights may prefer ``weights="distance"`` and a kernel of its own.
 * Coordinates: ``lat``/``lon`` hold **projected metres, not degrees** (``lon`` = easting 566-589 km,
   ``lat`` = northing 6135-6158 km). The projection is not documented; from these ranges it is

@@ -19,27 +19,33 @@ class STBlock(nn.Module):
         drop_edge: DropEdge probability of the spatial branch (default 0.05).
         spatial: with False the spatial branch is switched off and the block is the temporal
             branch alone (an ablation: "does the graph help?").
-        fused: GATv2's edge operations in the compiled CPU kernels (default True).
+        fused: GATv2's edge operations in the compiled CPU kernels (default True; not used with
+            ``edge_dim``).
+        edge_dim: edge attribute size of the spatial attention, or None (default): no edge
+            features. ``edge_dim=1`` reads the graph's edge weights.
 
-    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]`` -> ``h [B, T, N, D]``; with
+    Shapes: ``x [B, T, N, D]``, ``edge_index [2, E]``, ``edge_weight [E]`` or None (see
+    :class:`~stmgt.nn.blocks.spatial_branch.SpatialBranch`) -> ``h [B, T, N, D]``; with
     ``return_attention=True`` also ``(gate, attention)``: the fusion gate ``alpha [B, T, N, D]`` and
     the spatial attention ``(edge_index_with_loops [2, E'], alpha [B*T, E', heads])``, both None
     without the spatial branch.
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
-                 spatial: bool = True, fused: bool = True):
+                 spatial: bool = True, fused: bool = True, edge_dim: int | None = None):
         super().__init__()
-        self.spatial = SpatialBranch(hidden, heads, dropout, drop_edge, fused=fused) if spatial else None
+        self.spatial = (SpatialBranch(hidden, heads, dropout, drop_edge, fused=fused, edge_dim=edge_dim)
+                        if spatial else None)
         self.temporal = TemporalBranch(hidden, heads, dropout)
         self.fusion = GatedFusion(hidden) if spatial else None
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
+                return_attention: bool = False):
         t = self.temporal(x)
         if self.spatial is None:
             return (t, (None, None)) if return_attention else t
         if not return_attention:
-            return self.fusion(self.spatial(x, edge_index), t)
-        s, att = self.spatial(x, edge_index, return_attention=True)
+            return self.fusion(self.spatial(x, edge_index, edge_weight), t)
+        s, att = self.spatial(x, edge_index, edge_weight, return_attention=True)
         h, gate = self.fusion(s, t, return_attention=True)
         return h, (gate, att)

@@ -62,19 +62,23 @@ class STMambaBlock(nn.Module):
             over chunks of at most ``graph_chunk`` of the ``B*T`` graphs, each recomputed in the
             backward pass. Default None. At 207 nodes, 1722 edges, history 288, batch 8, the GAT
             phase alone needs about 9 GiB for a training step without it.
+        edge_dim: edge attribute size of the GAT, or None (default): no edge features.
+            ``edge_dim=1`` reads the graph's edge weights (see :class:`~stmgt.nn.layers.gat.GraphAttention`).
 
     Shapes:
-        ``forward``: ``x [B, T, N, F]``, ``edge_index [2, E]`` -> ``[B, T, N, F]``; with
+        ``forward``: ``x [B, T, N, F]``, ``edge_index [2, E]``, ``edge_weight [E]`` (None: unit
+        weights with ``edge_dim``, must be None without) -> ``[B, T, N, F]``; with
         ``return_attention`` also ``(edge_index_with_self_loops [2, E'], alpha [B, T, E', heads])``
         (None without the spatial phase);
         with ``return_state`` also the :class:`~stmgt.nn.layers.mamba.MambaState` of the ``B*N`` series.
-        ``step``: ``x_t [B, N, F]`` and the state -> ``[B, N, F]`` and the new state.
+        ``step``: ``x_t [B, N, F]``, ``edge_index``, the state (and ``edge_weight``) -> ``[B, N, F]``
+        and the new state.
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, gat_v2: bool = False,
                  scan: str = "auto", node_chunk: int | None = None, spatial: bool = True,
-                 graph_chunk: int | None = None):
+                 graph_chunk: int | None = None, edge_dim: int | None = None):
         super().__init__()
         if hidden % heads:
             raise ConfigError(f"STMamba hidden size {hidden} must be divisible by the {heads} attention"
@@ -87,7 +91,7 @@ class STMambaBlock(nn.Module):
         self.spatial = self.drop_spatial = self.norm_spatial = None
         if spatial:
             self.spatial = GraphAttention(hidden, hidden // heads, heads, concat=True, dropout=dropout,
-                                          drop_edge=drop_edge, v2=gat_v2)
+                                          drop_edge=drop_edge, v2=gat_v2, edge_dim=edge_dim)
             self.drop_spatial = nn.Dropout(dropout)
             self.norm_spatial = nn.LayerNorm(hidden)
         # Phase 3: temporal
@@ -100,20 +104,20 @@ class STMambaBlock(nn.Module):
         """Zero recurrent state of ``batch_size * num_nodes`` node series (what ``forward`` starts from)."""
         return self.temporal.init_state(batch_size * num_nodes, device=device, dtype=dtype)
 
-    def _spatial(self, xs: Tensor, edge_index: Tensor) -> Tensor:
+    def _spatial(self, xs: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
         """Phase 1 on ``xs [B*T, N, F]``: ``LayerNorm(xs + Dropout(GAT(xs)))``."""
-        return self.norm_spatial(xs + self.drop_spatial(self.spatial(xs, edge_index)))
+        return self.norm_spatial(xs + self.drop_spatial(self.spatial(xs, edge_index, edge_weight)))
 
-    def _spatial_chunked(self, xs: Tensor, edge_index: Tensor) -> Tensor:
+    def _spatial_chunked(self, xs: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
         """Phase 1 over chunks of ``graph_chunk`` graphs, recomputed in the backward pass."""
         if self.graph_chunk is None or xs.shape[0] <= self.graph_chunk:
-            return self._spatial(xs, edge_index)
+            return self._spatial(xs, edge_index, edge_weight)
         outs = []
         for c in xs.split(self.graph_chunk):  # each [<=graph_chunk, N, F]
             if torch.is_grad_enabled():
-                outs.append(_checkpoint(self._spatial, c, edge_index, use_reentrant=False))
+                outs.append(_checkpoint(self._spatial, c, edge_index, edge_weight, use_reentrant=False))
             else:
-                outs.append(self._spatial(c, edge_index))
+                outs.append(self._spatial(c, edge_index, edge_weight))
         return torch.cat(outs)  # [B*T, N, F]
 
     def _mamba(self, x: Tensor, state: MambaState | None) -> tuple[Tensor, MambaState]:
@@ -134,8 +138,8 @@ class STMambaBlock(nn.Module):
             ssms.append(st.ssm)
         return torch.cat(ys), MambaState(torch.cat(convs), torch.cat(ssms))
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False,
-                state: MambaState | None = None, return_state: bool = False):
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
+                return_attention: bool = False, state: MambaState | None = None, return_state: bool = False):
         """``x [B, T, N, F]`` -> ``[B, T, N, F]``; ``state`` continues the node series from an earlier
         call (zeros when None). Returns ``out``, then ``(edge_index, alpha)`` if ``return_attention``,
         then the final state if ``return_state``."""
@@ -144,11 +148,11 @@ class STMambaBlock(nn.Module):
         xs = x.reshape(B * T, N, F)  # [B*T, N, F]: every time step is an independent graph
         ei = alpha = None
         if self.spatial is not None and return_attention:
-            g, (ei, alpha) = self.spatial(xs, edge_index, return_attention=True)  # alpha [B*T, E', H]
+            g, (ei, alpha) = self.spatial(xs, edge_index, edge_weight, return_attention=True)  # [B*T, E', H]
             alpha = alpha.reshape(B, T, *alpha.shape[1:])  # [B*T, E', H] -> [B, T, E', H]
             xs = self.norm_spatial(xs + self.drop_spatial(g))  # [B*T, N, F]
         elif self.spatial is not None:
-            xs = self._spatial_chunked(xs, edge_index)  # [B*T, N, F]
+            xs = self._spatial_chunked(xs, edge_index, edge_weight)  # [B*T, N, F]
         # Phase 2: pivot, nodes become independent sequences over time
         xt = pivot_to_time(xs.reshape(B, T, N, F))  # [B, T, N, F] -> [B*N, T, F]
         # Phase 3: temporal modelling
@@ -163,13 +167,14 @@ class STMambaBlock(nn.Module):
             res += (new_state,)
         return res[0] if len(res) == 1 else res
 
-    def step(self, x_t: Tensor, edge_index: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+    def step(self, x_t: Tensor, edge_index: Tensor, state: MambaState,
+             edge_weight: Tensor | None = None) -> tuple[Tensor, MambaState]:
         """One new time step ``x_t [B, N, F]`` -> ``[B, N, F]`` and the new state. In eval mode,
         stepping through a window from :meth:`init_state` gives ``forward`` on that window, step by step."""
         B, N, F = x_t.shape
         xs = x_t
         if self.spatial is not None:
-            g = self.spatial(x_t, edge_index)  # [B, N, F]: the B graphs of this time step
+            g = self.spatial(x_t, edge_index, edge_weight)  # [B, N, F]: the B graphs of this time step
             xs = self.norm_spatial(x_t + self.drop_spatial(g))  # [B, N, F]
         r = xs.reshape(B * N, F)  # [B*N, F]: row b*N + n, as pivot_to_time
         m, state = self.temporal.step(r, state)  # [B*N, F]

@@ -39,11 +39,16 @@ class EdgePlan:
         src, dst: its rows.
         dst_lengths: ``[N]`` edges per target. ``src_perm``, ``src_lengths``: the edges ordered by
         source and their counts, for the backward of the source gather.
+        keep: ``[E]`` which input edges are kept (not self-loops); ``order``: ``[E']`` the position
+        in ``[kept edges, self-loops]`` of each planned edge (see :meth:`edge_attr`).
     """
 
     def __init__(self, edge_index: Tensor, num_nodes: int):
-        ei = add_self_loops(edge_index, num_nodes)
+        self.keep = edge_index[0] != edge_index[1]  # [E]
+        self.kept_dst = edge_index[1, self.keep]  # [E_kept]
+        ei = add_self_loops(edge_index, num_nodes)  # [2, E_kept + N]: the kept edges, then the loops
         order = torch.argsort(ei[1] * num_nodes + ei[0])
+        self.order = order
         self.edge_index = ei[:, order]
         self.src, self.dst = self.edge_index[0].contiguous(), self.edge_index[1].contiguous()
         self.num_nodes = num_nodes
@@ -51,6 +56,20 @@ class EdgePlan:
         self.src_perm = torch.argsort(self.src, stable=True)
         self.src_lengths = torch.bincount(self.src, minlength=num_nodes)
         self.is_loop = self.src == self.dst
+
+    def edge_attr(self, edge_attr: Tensor, dim: int = 1) -> Tensor:
+        """Edge features of the input edges ``[E, dim]`` (or ``[E]``) -> ``[E', dim]`` in plan order.
+
+        As PyG's ``GATConv``/``GATv2Conv`` (``remove_self_loops``, then ``add_self_loops`` with
+        ``fill_value="mean"``): input self-loops are dropped and each node's self-loop gets the mean
+        feature of its incoming edges (zeros for a node without incoming edges).
+        """
+        a = edge_attr.reshape(self.keep.shape[0], dim)[self.keep]  # [E, D] -> [E_kept, D]
+        N, D = self.num_nodes, dim
+        total = a.new_zeros(N, D).index_add_(0, self.kept_dst, a)  # [N, D]
+        count = torch.bincount(self.kept_dst, minlength=N).clamp_min(1).to(a.dtype)  # [N]
+        full = torch.cat([a, total / count.unsqueeze(1)])  # [E_kept + N, D]: edges, then self-loops
+        return full.index_select(0, self.order)  # [E', D]
 
 
 def _segment_sum(x: Tensor, lengths: Tensor) -> Tensor:
@@ -180,6 +199,12 @@ class GraphAttention(nn.Module):
     GAT (Velickovic et al., "Graph Attention Networks", ICLR 2018), with ``v2=False``:
     :math:`\alpha_{ij} = \mathrm{softmax}_j(\mathrm{LeakyReLU}(a_r^\top W h_i + a_l^\top W h_j))`.
 
+    Edge features (``edge_dim``), as PyG's ``GATv2Conv``/``GATConv(edge_dim=...)``: the edge
+    attribute :math:`e_{ij}` enters the logits, :math:`a^\top \mathrm{LeakyReLU}(W_r h_i + W_l h_j
+    + W_e e_{ij})` (GATv2) or :math:`+ a_e^\top W_e e_{ij}` inside the LeakyReLU (GAT); each added
+    self-loop gets the mean attribute of its node's incoming edges (PyG's ``fill_value="mean"``).
+    Edge weights ``[E]`` are a 1-dim attribute (``edge_dim=1``). Messages stay :math:`W_l h_j`.
+
     Args:
         in_channels: input features ``F``.
         out_channels: features per head ``C``.
@@ -194,22 +219,28 @@ class GraphAttention(nn.Module):
         fused: GATv2 on CPU tensors runs its edge operations in compiled kernels
             (:mod:`stmgt.kernels`) that keep only node-level features and ``[B', E', H]`` scores:
             the same numbers, several times less memory and time. Default True; falls back to
-            PyTorch (with a warning) where the kernels cannot be built.
+            PyTorch (with a warning) where the kernels cannot be built. The kernels have no edge
+            features: with ``edge_dim`` set the layer always runs the PyTorch path (same numbers,
+            the PyTorch path's memory and time).
+        edge_dim: size ``D`` of the edge attributes, or None (default) for no edge features.
 
     Shapes:
-        ``x [B', N, F]``, ``edge_index [2, E]`` (``source -> target``; self-loops are added)
-        -> ``[B', N, H*C]`` (or ``[B', N, C]`` with ``concat=False``). With
-        ``return_attention=True`` also ``(edge_index_with_loops [2, E'], alpha [B', E', H])``.
+        ``x [B', N, F]``, ``edge_index [2, E]`` (``source -> target``; self-loops are added),
+        ``edge_attr [E, D]`` or ``[E]`` (shared by the ``B'`` graphs; with ``edge_dim`` set and
+        ``edge_attr=None``, all ones: unit weights) -> ``[B', N, H*C]`` (or ``[B', N, C]`` with
+        ``concat=False``). With ``return_attention=True`` also
+        ``(edge_index_with_loops [2, E'], alpha [B', E', H])``. DropEdge removes an edge's logit,
+        attribute included; the self-loops' attributes are the mean over all incoming edges.
 
-    Parameter names follow PyG's ``GATv2Conv`` (``lin_l``, ``lin_r``, ``att``, ``bias``) and
-    ``GATConv`` (``lin``, ``att_src``, ``att_dst``, ``bias``).
+    Parameter names follow PyG's ``GATv2Conv`` (``lin_l``, ``lin_r``, ``att``, ``lin_edge``, ``bias``)
+    and ``GATConv`` (``lin``, ``att_src``, ``att_dst``, ``lin_edge``, ``att_edge``, ``bias``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int = 4, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, drop_edge: float = 0.0,
-                 v2: bool = True, bias: bool = True, fused: bool = True):
+                 v2: bool = True, bias: bool = True, fused: bool = True, edge_dim: int | None = None):
         super().__init__()
-        self.fused = fused
+        self.fused, self.edge_dim = fused, edge_dim
         self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
         self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
         self.drop_edge, self.v2 = drop_edge, v2
@@ -222,9 +253,14 @@ class GraphAttention(nn.Module):
             self.lin = nn.Linear(in_channels, hc, bias=False)
             self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
             self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+        if edge_dim is not None:
+            self.lin_edge = nn.Linear(edge_dim, hc, bias=False)
+            if not v2:
+                self.att_edge = nn.Parameter(torch.empty(1, heads, out_channels))
         self.bias = nn.Parameter(torch.zeros(hc if concat else out_channels)) if bias else None
         self.reset_parameters()
         self._plan_cache: tuple[Tensor, EdgePlan] | None = None
+        self._attr_cache: tuple[Tensor | None, EdgePlan, Tensor] | None = None
 
     def reset_parameters(self) -> None:
         if self.v2:
@@ -236,6 +272,10 @@ class GraphAttention(nn.Module):
             nn.init.xavier_uniform_(self.lin.weight)
             nn.init.xavier_uniform_(self.att_src)
             nn.init.xavier_uniform_(self.att_dst)
+        if self.edge_dim is not None:
+            nn.init.xavier_uniform_(self.lin_edge.weight)
+            if not self.v2:
+                nn.init.xavier_uniform_(self.att_edge)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
@@ -248,26 +288,55 @@ class GraphAttention(nn.Module):
         self._plan_cache = (edge_index, plan)
         return plan
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
+    def planned_edge_attr(self, edge_attr: Tensor | None, edge_index: Tensor, plan: EdgePlan) -> Tensor:
+        """``edge_attr [E, D]`` (ones when None) in ``plan``'s order with the self-loops' means: ``[E', D]``
+        (cached for a static graph and attribute tensor)."""
+        c = self._attr_cache
+        if c is not None and c[0] is edge_attr and c[1] is plan:
+            return c[2]
+        key = edge_attr
+        if edge_attr is None:
+            edge_attr = torch.ones(edge_index.shape[1], self.edge_dim, device=edge_index.device)
+        if edge_attr.shape[0] != edge_index.shape[1] or edge_attr.numel() != edge_index.shape[1] * self.edge_dim:
+            raise ValueError(f"edge_attr of shape {tuple(edge_attr.shape)} does not fit {edge_index.shape[1]}"
+                             f" edges with edge_dim={self.edge_dim}")
+        out = plan.edge_attr(edge_attr.float(), self.edge_dim)  # [E', D]
+        self._attr_cache = (key, plan, out)
+        return out
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                return_attention: bool = False):
         Bp, N, _ = x.shape
         H, C = self.heads, self.out_channels
         plan = self.plan(edge_index, N)
+        e = None
+        if self.edge_dim is not None:
+            ea = self.planned_edge_attr(edge_attr, edge_index, plan)  # [E', D]
+            e = self.lin_edge(ea.to(x.dtype)).view(-1, H, C)  # [E', H, C], shared by the B' graphs
+        elif edge_attr is not None:
+            raise ValueError("edge_attr was given to a GraphAttention without edge features: set edge_dim")
         if self.v2:
             # one matmul for both projections: [B', N, F] -> [B', N, 2*H*C]
             w = torch.cat([self.lin_l.weight, self.lin_r.weight], 0)
             b = torch.cat([self.lin_l.bias, self.lin_r.bias], 0)
             xl, xr = F.linear(x, w, b).view(Bp, N, 2, H, C).unbind(2)  # each [B', N, H, C]
-            if self._use_fused(x):
+            if e is None and self._use_fused(x):
                 return self._fused_forward(xl, xr, plan, return_attention)
             xj = gather_src(xl, plan)  # [B', E', H, C] messages from sources
-            s = F.leaky_relu(xj + gather_dst(xr, plan), self.negative_slope)
+            z = xj + gather_dst(xr, plan)  # [B', E', H, C]
+            if e is not None:
+                z = z + e
+            s = F.leaky_relu(z, self.negative_slope)
             logits = (s * self.att).sum(-1)  # [B', E', H]
         else:
             xl = self.lin(x).view(Bp, N, H, C)
             xj = gather_src(xl, plan)  # [B', E', H, C]
             a_src = (xl * self.att_src).sum(-1)  # [B', N, H]
             a_dst = (xl * self.att_dst).sum(-1)
-            logits = F.leaky_relu(gather_src(a_src, plan) + gather_dst(a_dst, plan), self.negative_slope)
+            z = gather_src(a_src, plan) + gather_dst(a_dst, plan)  # [B', E', H]
+            if e is not None:
+                z = z + (e * self.att_edge).sum(-1)  # + [E', H]
+            logits = F.leaky_relu(z, self.negative_slope)
         alpha = self._attention(logits, plan)  # [B', E', H]
         out = segment_sum(xj * alpha.unsqueeze(-1), plan)  # [B', N, H, C]
         return self._finish(out, plan, alpha, return_attention)
@@ -309,4 +378,4 @@ class GraphAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, heads={self.heads}, v2={self.v2},"
-                f" dropout={self.dropout}, drop_edge={self.drop_edge}")
+                f" dropout={self.dropout}, drop_edge={self.drop_edge}, edge_dim={self.edge_dim}")
