@@ -28,7 +28,7 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     for n in a.nodes:
-        p = subprocess.run([sys.executable, "-m", "stmgt", "bench", "--json", "--model", a.model, "--nodes", str(n),
+        p = subprocess.run([sys.executable, "-m", "stmgt", "speed", "--json", "--model", a.model, "--nodes", str(n),
                             "--batch", str(a.batch), "--steps", str(a.steps)]
                            + (["--checkpoint"] if n >= a.checkpoint_from else []), capture_output=True, text=True)
         rows.append(json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else

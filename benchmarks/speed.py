@@ -1,7 +1,7 @@
 """STMGT's speed against the design document's listing, measured in the same run.
 
 For each N in --nodes: the reference ``../shared/bench/seed_reference.py --json`` (PyG
-``GATv2Conv`` on a graph copied B*T times, dense weather attention) and ``stmgt bench`` (the
+``GATv2Conv`` on a graph copied B*T times, dense weather attention) and ``stmgt speed`` (the
 library's STMGT at the default configuration), each in its own process with a 16 GiB address
 space limit, alternately, several repeats; the median of each figure is reported, with the
 machine's measured float32 matmul peak and the fraction of it achieved. Writes
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
     a = ap.parse_args()
-    from stmgt.bench import matmul_peak_gflops
+    from stmgt.speed import matmul_peak_gflops
 
     peak = matmul_peak_gflops()
     rows = []
@@ -70,7 +70,7 @@ def main() -> None:
         for _ in range(a.repeats):
             ref.append(run([sys.executable, str(REFERENCE), "--json", "--nodes", str(n), "--batch", str(a.batch)],
                            a.timeout))
-            ours.append(run([sys.executable, "-m", "stmgt", "bench", "--json", "--nodes", str(n), "--batch",
+            ours.append(run([sys.executable, "-m", "stmgt", "speed", "--json", "--nodes", str(n), "--batch",
                              str(a.batch)], a.timeout))
             if "error" in ref[-1] and "error" in ours[-1]:
                 break

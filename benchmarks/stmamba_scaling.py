@@ -36,7 +36,7 @@ def main() -> None:
         for T in a.histories:
             name, _, scan = model.partition(":")
             cfg = f"model_config('{name}'" + (f", scan='{scan}')" if scan else ")")
-            code = (f"import torch, json; torch.set_num_threads({a.threads}); from stmgt.bench import bench; "
+            code = (f"import torch, json; torch.set_num_threads({a.threads}); from stmgt.speed import bench; "
                     f"from stmgt.config import model_config; "
                     f"r = bench('{name}', nodes={a.nodes}, batch={a.batch}, history={T}, steps={a.steps}, "
                     f"cfg={cfg}); r['model'] = '{model}'; print(json.dumps(r))")

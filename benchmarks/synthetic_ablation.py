@@ -28,9 +28,9 @@ import torch
 from stmgt.config import load_config
 from stmgt.data.source import load_source
 from stmgt.distributions.mixture import GaussianMixture
-from stmgt.evaluation.evaluate import baseline_metrics, forecast_split
+from stmgt.evaluation.forecast import baseline_metrics, forecast_split
 from stmgt.evaluation.metrics import MetricAccumulator
-from stmgt.run import Run
+from stmgt.run_folder import Run
 from stmgt.training.fit import fit
 
 VARIANTS = {

@@ -61,7 +61,7 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
     argv = ["benchmark", "--models", "gru", "stid", "gru_wide", "--seeds", "1", "--config", str(cfg),
             "--out", str(tmp_path), "--name", "tiny"]
     assert main(argv) == 0
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
 
     gru = Run(tmp_path / "runs" / "tiny" / "gru" / "seed0").config()
     stid = Run(tmp_path / "runs" / "tiny" / "stid" / "seed0").config()
@@ -81,7 +81,7 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
 
 @pytest.mark.slow
 def test_bench_reports_both_precisions_with_their_peak(capsys):
-    assert main(["bench", "--nodes", "6", "--batch", "2", "--steps", "1", "--precision", "both", "--json"]) == 0
+    assert main(["speed", "--nodes", "6", "--batch", "2", "--steps", "1", "--precision", "both", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["precision"] for r in rows] == ["32", "bf16-mixed"]
     for r in rows:

@@ -38,7 +38,7 @@ def test_run_folder_is_complete_and_reproducible(trained):
 def test_checkpoint_reload_predict_gives_identical_numbers(trained, capsys):
     from stmgt.data.panel import Panel
     from stmgt.predict import write_recent_observations
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
 
     run = Run(trained / "run")
     panel = Panel.load(trained / "city")

@@ -18,7 +18,7 @@ def test_train_predict_and_stream(tmp_path):
                  "--history", "24", "--horizon", "6", "--out", str(tmp_path / "run")]) == 0
     from stmgt.data.panel import Panel
     from stmgt.predict import write_recent_observations
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
 
     recent = write_recent_observations(Run(tmp_path / "run"), Panel.load(tmp_path / "city"), tmp_path / "r.csv")
     assert main(["predict", str(tmp_path / "run"), "--input", str(recent), "--output", str(tmp_path / "a.csv")]) == 0

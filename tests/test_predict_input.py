@@ -23,7 +23,7 @@ def city(tmp_path_factory):
     """A trained tiny run and the last 12 steps of its data in the long input format."""
     from stmgt.data.panel import Panel
     from stmgt.predict import write_recent_observations
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
 
     d = tmp_path_factory.mktemp("predict_input")
     assert main(["data", "synth", "--out", str(d / "city"), "--nodes", str(N), "--days", "3"]) == 0

@@ -23,7 +23,7 @@ from pathlib import Path
 from stmgt.config import load_config, read_yaml, settings_of
 from stmgt.data.source import load_source
 from stmgt.errors import ConfigError
-from stmgt.evaluation.evaluate import forecast_split
+from stmgt.evaluation.forecast import forecast_split
 from stmgt.evaluation.horizons import reported_horizons
 from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_markdown
 from stmgt.registry import MODELS, config_class

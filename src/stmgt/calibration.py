@@ -85,7 +85,7 @@ def fit_spread_factors(dists: list[GaussianMixture], ys: list[torch.Tensor], mas
 
 def calibrate_run(run_dir: str | Path, progress: bool = True) -> dict:
     """Fit spread factors on the run's validation split; write ``calibration.json``; return it."""
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
 
     run = Run(run_dir)
     data, model = run.data(), run.model()

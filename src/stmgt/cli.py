@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="benchmarks/results", help="folder for <name>.json, <name>.md and runs/")
     r.add_argument("--name", help="result file stem (default: the dataset folder name)")
 
-    b = sub.add_parser("bench", help="training/inference speed, FLOPs and memory on a scaled synthetic graph")
+    b = sub.add_parser("speed", aliases=["bench"],
+                       help="training/inference speed, FLOPs and memory on a scaled synthetic graph")
     b.add_argument("--model", default=DEFAULT_MODEL, choices=model_names())
     b.add_argument("--nodes", type=int, default=62)
     b.add_argument("--batch", type=int, default=32)
@@ -267,7 +268,7 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_evaluate(a) -> int:
-    from stmgt.evaluation.runner import evaluate_run
+    from stmgt.evaluation.run_evaluation import evaluate_run
 
     res = evaluate_run(a.run_dir, split=a.split, plots=not a.no_plots, progress=not a.json)
     if a.json:
@@ -318,9 +319,9 @@ def _by_horizon(metric: dict, digits: int) -> str:
     return "  ".join(parts + [f"avg {metric['avg']:.{digits}f}"])
 
 
-def _cmd_bench(a) -> int:
-    from stmgt.bench import bench
+def _cmd_speed(a) -> int:
     from stmgt.runtime import require_cuda, resolve_precision
+    from stmgt.speed import bench
 
     if a.device.startswith("cuda"):
         require_cuda(f"--device is {a.device!r}")
@@ -365,7 +366,7 @@ def _cmd_models(a) -> int:
 def _cmd_demo(a) -> int:
     from stmgt.config import load_config
     from stmgt.data.source import load_source
-    from stmgt.evaluation.runner import evaluate_run
+    from stmgt.evaluation.run_evaluation import evaluate_run
     from stmgt.predict import predict_file, write_recent_observations
     from stmgt.training.fit import fit
 
@@ -435,7 +436,8 @@ def _cmd_replay(a) -> int:
 
 COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "calibrate": _cmd_calibrate, "benchmark": _cmd_benchmark,
-            "bench": _cmd_bench, "models": _cmd_models, "demo": _cmd_demo, "serve": _cmd_serve, "replay": _cmd_replay}
+            "speed": _cmd_speed, "bench": _cmd_speed, "models": _cmd_models, "demo": _cmd_demo, "serve": _cmd_serve,
+            "replay": _cmd_replay}
 
 
 def _os_error(e: OSError) -> str:

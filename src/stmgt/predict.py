@@ -44,7 +44,7 @@ from stmgt.data.panel import Panel
 from stmgt.data.tables import id_column, numeric_column, parse_timestamps, row_location
 from stmgt.data.windows import Batch, PanelTensors
 from stmgt.errors import ConfigError, DataError
-from stmgt.run import Run
+from stmgt.run_folder import Run
 
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
 MIN_COVERAGE = 0.5

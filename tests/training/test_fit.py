@@ -59,7 +59,7 @@ def test_training_json_records_epochs_best_epoch_and_why_training_stopped(tmp_pa
     import csv
 
     from stmgt.config import load_config
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
     from stmgt.training.fit import fit
 
     small = {"data.synthetic.nodes": 5, "data.synthetic.days": 2, "model.hidden": 8, "model.heads": 2,
@@ -156,7 +156,7 @@ def test_resume_continues_its_own_run_and_drops_files_of_the_old_weights(gru_run
     import pandas as pd
 
     from stmgt.cli import main
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
 
     run = gru_run / "cont"
     shutil.copytree(gru_run / "run", run)
@@ -202,7 +202,7 @@ def test_resumed_checkpoint_keeps_the_best_so_far_of_the_run_it_continues(tmp_pa
 @pytest.mark.slow
 def test_a_non_finite_training_loss_stops_training_and_writes_nothing(gru_run):
     from stmgt.errors import RunError
-    from stmgt.run import Run
+    from stmgt.run_folder import Run
     from stmgt.training.fit import fit
 
     run = gru_run / "run"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from stmgt._lazy import lazy_exports
 
 _EXPORTS = {
-    "evaluate_run": "stmgt.evaluation.runner",
-    "forecast_split": "stmgt.evaluation.evaluate",
-    "baseline_metrics": "stmgt.evaluation.evaluate",
-    "Forecasts": "stmgt.evaluation.evaluate",
+    "evaluate_run": "stmgt.evaluation.run_evaluation",
+    "forecast_split": "stmgt.evaluation.forecast",
+    "baseline_metrics": "stmgt.evaluation.forecast",
+    "Forecasts": "stmgt.evaluation.forecast",
     "MetricAccumulator": "stmgt.evaluation.metrics",
     "masked_mae": "stmgt.evaluation.metrics",
     "write_report": "stmgt.evaluation.report",

@@ -22,7 +22,7 @@ import pandas as pd
 from stmgt.errors import DataError, RunError, StmgtError
 from stmgt.paths import sha256_file
 from stmgt.predict import MIN_COVERAGE, QUANTILES, forecast_table, panel_from_frame
-from stmgt.run import Run
+from stmgt.run_folder import Run
 from stmgt.serve.store import STORED_QUANTILES, Store, from_seconds, to_seconds
 
 
@@ -31,7 +31,7 @@ class NotEnoughHistory(StmgtError):
 
 
 class CachedRun(Run):
-    """A :class:`~stmgt.run.Run` whose model, metadata, scalers and graph are read once."""
+    """A :class:`~stmgt.run_folder.Run` whose model, metadata, scalers and graph are read once."""
 
     def __init__(self, directory):
         super().__init__(directory)

@@ -21,7 +21,7 @@ from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
 from stmgt.errors import ConfigError, DataError, RunError
 from stmgt.models import build_model
-from stmgt.run import Run, data_info, is_run_folder
+from stmgt.run_folder import Run, data_info, is_run_folder
 from stmgt.runtime import keep_freed_memory, require_cuda, resolve_precision
 from stmgt.training.module import ForecastTask, NonFiniteLoss
 
@@ -409,7 +409,7 @@ def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping
         reason = "max_epochs"
     else:
         reason = "budget"
-    from stmgt.run import versions
+    from stmgt.run_folder import versions
 
     v = versions()
     return {"epochs": int(epochs), "best_epoch": best_epoch,

@@ -1,4 +1,4 @@
-"""``stmgt bench``: training and inference speed, FLOPs and memory of a model on a scaled city.
+"""``stmgt speed``: training and inference speed, FLOPs and memory of a model on a scaled city.
 
 The graph is the synthetic city's road graph scaled to ``N`` nodes (about 2.3 directed edges
 per node); inputs are random in the model's layout with 3 weather covariates. One training

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from stmgt.data.panel import Panel
-from stmgt.evaluation.evaluate import baseline_metrics, forecast_split
-from stmgt.run import Run
+from stmgt.evaluation.forecast import baseline_metrics, forecast_split
+from stmgt.run_folder import Run
 
 
 def _history(run: Run) -> list[dict]:

@@ -14,7 +14,7 @@ from stmgt.distributions.mixture import GaussianMixture
 from stmgt.evaluation.metrics import MetricAccumulator
 from stmgt.models import build_model
 from stmgt.models.base import ForecastModel
-from stmgt.run import data_info
+from stmgt.run_folder import data_info
 
 REFERENCE_BASELINES = ("last_value", "historical_average")
 #: Scores reported before calibration beside the calibrated ones.

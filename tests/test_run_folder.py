@@ -4,7 +4,7 @@ import pytest
 
 from stmgt.cli import main
 from stmgt.errors import RunError
-from stmgt.run import Run
+from stmgt.run_folder import Run
 
 
 def test_run_finds_its_data_from_any_folder_and_says_when_it_is_gone(tmp_path, monkeypatch):
@@ -63,7 +63,7 @@ def test_out_that_cannot_become_a_run_folder_is_refused_before_anything_is_writt
 
 def test_existing_run_is_replaced_only_with_overwrite_and_only_once_the_new_run_is_complete(tmp_path, capsys,
                                                                                            monkeypatch):
-    from stmgt.run import MANIFEST
+    from stmgt.run_folder import MANIFEST
 
     _synth(tmp_path)
     assert _train_last_value(tmp_path) == 0
@@ -165,7 +165,7 @@ def test_damaged_run_files_without_a_manifest_give_one_line_errors(tmp_path, tin
     from stmgt.data.windows import PanelData
     from stmgt.errors import RunError
     from stmgt.models import build_model
-    from stmgt.run import data_info
+    from stmgt.run_folder import data_info
 
     cfg = load_config(None, {"model.name": "gru", "model.hidden": 8})
     data = PanelData(tiny_panel, 12, 12)

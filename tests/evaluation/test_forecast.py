@@ -2,9 +2,9 @@ import torch
 
 from stmgt.config import model_config
 from stmgt.data.windows import PanelData
-from stmgt.evaluation.evaluate import UNCALIBRATED_KEYS, forecast_split
+from stmgt.evaluation.forecast import UNCALIBRATED_KEYS, forecast_split
 from stmgt.models import build_model
-from stmgt.run import data_info
+from stmgt.run_folder import data_info
 
 
 def test_calibrated_and_uncalibrated_scores_come_from_one_pass(tiny_panel):
