@@ -2,9 +2,9 @@
 
 The public API::
 
-    from stmgt.data import Panel, synthetic_city
+    from stmgt.data import Panel, load, synthetic_city
     from stmgt.distributions import GaussianMixture
-    from stmgt.models import STMGT, build_model
+    from stmgt.models import STMGT, build_model, model_config
     from stmgt.training import fit
 
 The same names (and :func:`~stmgt.config.load_config`, :func:`~stmgt.evaluation.evaluate_run`)
@@ -21,10 +21,12 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Panel": "stmgt.data",
     "synthetic_city": "stmgt.data",
+    "load": "stmgt.data",
     "GaussianMixture": "stmgt.distributions",
     "STMGT": "stmgt.models",
     "STMamba": "stmgt.models",
     "build_model": "stmgt.models",
+    "model_config": "stmgt.models",
     "load_config": "stmgt.config",
     "fit": "stmgt.training",
     "evaluate_run": "stmgt.evaluation",
