@@ -7,6 +7,7 @@ import pytest
 from stmgt.cli import main
 
 
+@pytest.mark.slow
 def test_benchmark_writes_json_and_mean_std_table(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8}\n"
@@ -52,6 +53,7 @@ def test_benchmark_leaves_a_run_another_process_holds_and_merges_results(tmp_pat
     assert "1.00" in other and "±" not in other
 
 
+@pytest.mark.slow
 def test_benchmark_config_gives_each_model_its_own_settings_and_records_training(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8, layers: 1}\n"

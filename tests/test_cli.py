@@ -81,6 +81,7 @@ def test_evaluate_json_has_the_documented_keys(trained, capsys):
     assert len(pngs) >= 4 and all(p.stat().st_size > 1000 for p in pngs)
 
 
+@pytest.mark.slow
 def test_resume_continues_training(trained):
     run = trained / "run"
     assert main(["train", "--config", str(trained / "tiny.yaml"), "--data", str(trained / "city"), "--out", str(run),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from stmgt.cli import main
 
@@ -11,6 +12,7 @@ train: {batch_size: 16, max_epochs: 1, progress: false}
 """
 
 
+@pytest.mark.slow
 def test_train_predict_and_stream(tmp_path):
     assert main(["data", "synth", "--out", str(tmp_path / "city"), "--nodes", "6", "--days", "1.5"]) == 0
     (tmp_path / "c.yaml").write_text(TINY)
