@@ -80,12 +80,29 @@ _OPTIONS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``stmgt`` parser: one subparser per command, each added by its ``_add_*_parser``."""
     ap = argparse.ArgumentParser(prog="stmgt", description="Probabilistic traffic forecasting on road networks "
                                  "(STMGT, STMamba and baselines).", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"stmgt {__import__('stmgt').__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_data_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_predict_parser(sub)
+    _add_calibrate_parser(sub)
+    _add_benchmark_parser(sub)
+    _add_speed_parser(sub)
+    _add_serve_parser(sub)
+    _add_replay_parser(sub)
+    _add_models_parser(sub)
+    _add_demo_parser(sub)
+    return ap
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt data synth|check|fetch``: make, check or fetch datasets."""
     d = sub.add_parser("data", help="make, check or fetch datasets")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
     s = dsub.add_parser("synth", help="write the synthetic city to a folder (panel.npz + meta.json)")
@@ -107,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "nyc_taxi_od")
     f.add_argument("--dir", required=True, help="destination folder")
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt train``: the training options, resuming and the run folder."""
     t = sub.add_parser("train", help="train a model into a run folder")
     _add_train_options(t)
     t.add_argument("--resume", help="continue the run that holds this checkpoint (RUN_DIR/checkpoints/last.ckpt);"
@@ -115,12 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out once the new one is complete")
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt evaluate RUN_DIR``: metrics, report and plots on a split."""
     e = sub.add_parser("evaluate", help="metrics, report and plots of a run on a split")
     e.add_argument("run_dir")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
     e.add_argument("--no-plots", action="store_true", help="skip the figures")
 
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt predict RUN_DIR``: the input and output files and what input is accepted."""
     p = sub.add_parser("predict", help="forecast from a file of recent observations")
     p.add_argument("run_dir")
     p.add_argument("--input", required=True, help="CSV/parquet: timestamp,node_id,value[,covariates]; the window"
@@ -136,9 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-gap", action="store_true",
                    help="accept a latest timestamp more than the history after the end of the run's data")
 
+
+def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt calibrate RUN_DIR``."""
     k = sub.add_parser("calibrate", help="fit a per-step spread correction on the validation split")
     k.add_argument("run_dir")
 
+
+def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt benchmark``: models x seeds under one protocol."""
     r = sub.add_parser("benchmark", help="train and evaluate several models x seeds under one protocol")
     r.add_argument("--data", default="synthetic", help="'synthetic' or a dataset folder")
     r.add_argument("--format", help="force the dataset format")
@@ -151,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="benchmarks/results", help="folder for <name>.json, <name>.md and runs/")
     r.add_argument("--name", help="result file stem (default: the dataset folder name)")
 
+
+def _add_speed_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt speed`` (alias ``bench``): the scaled synthetic graph and what is timed."""
     b = sub.add_parser("speed", aliases=["bench"],
                        help="training/inference speed, FLOPs and memory on a scaled synthetic graph")
     b.add_argument("--model", default=DEFAULT_MODEL, choices=model_names())
@@ -169,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let malloc unmap freed blocks (glibc default) instead of keeping them for reuse")
     b.add_argument("--json", action="store_true", help="print one JSON object")
 
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt serve RUN_DIR...``: address, store, limits and the forecast issuer."""
     v = sub.add_parser("serve", help="serve live forecasts over HTTP (observations in, forecasts out, a live map)")
     v.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="trained run folders (same node set)")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -187,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    " also whenever new observations arrive, so that live scoring has forecasts)")
     v.add_argument("--threads", type=int, default=1, help="torch threads for forecasts (default 1)")
 
+
+def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt replay DATA``: the service, the pace and the synthetic city."""
     y = sub.add_parser("replay", help="stream a dataset's observations into a running `stmgt serve`")
     y.add_argument("data", help="'synthetic' or a dataset folder/file")
     y.add_argument("--to", required=True, help="the service's base URL, e.g. http://127.0.0.1:8000")
@@ -202,16 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--days", type=float, default=28, help="synthetic city: days of data (default 28)")
     y.add_argument("--seed", type=int, default=0, help="synthetic city: seed (default 0)")
 
+
+def _add_models_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt models [NAME]``."""
     o = sub.add_parser("models", help="the models, or one model's settings with their defaults")
     o.add_argument("name", nargs="?", help="a model name: print its settings (the config's model section)")
     o.add_argument("--yaml", action="store_true", help="print the settings as a YAML model section to edit")
 
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    """``stmgt demo``: synthetic city -> train -> evaluate -> forecast."""
     m = sub.add_parser("demo", help="the main job: synthetic city -> train -> evaluate -> forecast")
     m.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     m.add_argument("--max-epochs", type=int, default=5, help="epochs (default 5: about 10 minutes on 2 cores)")
     m.add_argument("--days", type=float, default=10, help="days of synthetic data (default 10)")
     m.add_argument("--seed", type=int, default=0)
-    return ap
 
 
 def _cmd_data(a) -> int:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,35 +121,73 @@ def panel_from_frame(run: Run, df: pd.DataFrame, path: str, *, min_coverage: flo
     :func:`recent_panel` and the service both build their panel here. See the module docstring for
     what is refused; ``warn`` receives the one-line notes of a forecast from incomplete input
     (default: :class:`InputWarning`)."""
+    _check_min_coverage(min_coverage)
+    meta = run.meta()
+    _check_table(df, path, meta["history"])
+    df = df.reset_index(drop=True)
+    name = Path(path).name
+    node_ids = [str(n) for n in meta["node_ids"]]
+    col = _node_columns(df, path, name, node_ids)
+    ts = parse_timestamps(df["timestamp"], name)
+    values = numeric_column(df["value"], name, "value", allow_missing=True)
+    names = meta["covariate_names"]
+    cov_cols = _covariate_columns(df, path, name, names)
+    _check_scales(values, cov_cols, names, meta, path, name)
+    pos, w = _place_on_grid(ts, meta, path)
+    if not allow_gap:
+        _check_gap(w, meta)
+    values_tn, seen = _window_means(w, pos, col, values, len(node_ids))
+    grid = w.grid()
+    _check_coverage(w, seen, pos, min_coverage)
+    _note_absent_nodes(w, seen, node_ids, allow_missing_nodes, warn)
+    cov = _window_covariates(w, pos, [cov_cols[n] for n in names]) if names else None
+    ei, ew = run.graph()
+    return Panel(values=values_tn.astype(np.float32), timestamps=grid.to_numpy(), edge_index=ei,
+                 edge_weight=ew, node_ids=node_ids, covariates=cov, covariate_names=names, name=name,
+                 units=meta["units"])
+
+
+def _check_min_coverage(min_coverage: float) -> None:
+    """Refuse a ``min_coverage`` that is not a fraction."""
     if not 0 <= min_coverage <= 1:
         raise ConfigError(f"--min-coverage {min_coverage:g}: give a fraction between 0 and 1"
                           f" (default {MIN_COVERAGE})")
-    meta = run.meta()
-    T = meta["history"]
+
+
+def _check_table(df: pd.DataFrame, path: str, T: int) -> None:
+    """Refuse a frame without the ``timestamp, node_id, value`` columns, or without rows."""
     need = {"timestamp", "node_id", "value"}
     if not need <= set(df.columns):
         raise DataError(f"{path}: needs columns timestamp,node_id,value; found {','.join(map(str, df.columns))}")
     if len(df) == 0:
         raise DataError(f"{path}: has a header but no rows; add the latest readings (timestamp,node_id,value),"
                         f" at least the last {T} steps of every node")
-    df = df.reset_index(drop=True)
-    name = Path(path).name
+
+
+def _node_columns(df: pd.DataFrame, path: str, name: str, node_ids: list[str]) -> np.ndarray:
+    """Each row's node as its index in the run's ``node_ids`` (``int64 [rows]``); an unknown node is refused."""
     nid = id_column(df["node_id"], name, "node_id")
-    node_ids = [str(n) for n in meta["node_ids"]]
     index = {n: i for i, n in enumerate(node_ids)}
     unknown = list(dict.fromkeys(n for n in nid if n not in index))
     if unknown:
         raise DataError(f"{path}: node_id {_listing(unknown)} {'is' if len(unknown) == 1 else 'are'} not"
                         f" {'a node' if len(unknown) == 1 else 'nodes'} of this run ({len(unknown)} unknown);"
                         f" use the node ids the model was trained on (e.g. {node_ids[0]!r})")
-    ts = parse_timestamps(df["timestamp"], name)
-    values = numeric_column(df["value"], name, "value", allow_missing=True)
-    names = meta["covariate_names"]
+    return nid.map(index).to_numpy(np.int64)
+
+
+def _covariate_columns(df: pd.DataFrame, path: str, name: str, names: list[str]) -> dict[str, np.ndarray]:
+    """The run's covariates as ``float64 [rows]`` arrays (NaN where empty); a missing column is refused."""
     missing = [c for c in names if c not in df.columns]
     if missing:
         raise DataError(f"{path}: the model was trained with covariates {', '.join(names)}; column(s)"
                         f" {', '.join(missing)} missing; add them (same names and units as in training)")
-    cov_cols = {n: numeric_column(df[n], name, n, allow_missing=True) for n in names}
+    return {n: numeric_column(df[n], name, n, allow_missing=True) for n in names}
+
+
+def _check_scales(values: np.ndarray, cov_cols: dict[str, np.ndarray], names: list[str], meta: dict, path: str,
+                  name: str) -> None:
+    """Refuse readings and covariates far outside the training data, and a covariate without any value."""
     _check_range(values, "value", meta["scaler"], 0, name)
     for j, n in enumerate(names):
         _check_range(cov_cols[n], n, meta["cov_scaler"], j, name)
@@ -156,78 +195,120 @@ def panel_from_frame(run: Run, df: pd.DataFrame, path: str, *, min_coverage: flo
             raise DataError(f"{path}: covariate column {n!r} has no value; fill it in (the model was trained"
                             " with it)")
 
-    # the run's grid: its start plus whole intervals; a reading goes to the step at or before it
+
+@dataclass(frozen=True)
+class _Window:
+    """The ``T`` steps of the run's grid (``origin`` plus whole ``step``) ending at step number ``end``."""
+
+    path: str  # the source, for messages
+    T: int
+    origin: pd.Timestamp
+    step: pd.Timedelta
+    end: int
+
+    @property
+    def first(self) -> int:
+        """The step number of the window's first step."""
+        return self.end - self.T + 1
+
+    def time(self, k: int) -> pd.Timestamp:
+        """The time of step number ``k``."""
+        return self.origin + self.step * k
+
+    def grid(self) -> pd.DatetimeIndex:
+        """The window's ``T`` step times."""
+        return pd.date_range(end=self.time(self.end), periods=self.T, freq=self.step)
+
+
+def _place_on_grid(ts: pd.Series, meta: dict, path: str) -> tuple[np.ndarray, _Window]:
+    """Each reading's step number on the run's grid (``int64 [rows]``: the step at or before it) and the
+    window of ``history`` steps ending at the latest."""
     step = pd.Timedelta(minutes=meta["interval_minutes"])
     origin = pd.Timestamp(meta.get("start", "1970-01-01"))
-    pos = (ts - origin) // step  # int64 step numbers on the run's grid
+    pos = (ts - origin) // step
     pos = pos.to_numpy(np.int64)
-    end = int(pos.max())
-    end_time = origin + step * end
-    if not allow_gap and "num_steps" in meta:
-        data_end = int(meta["num_steps"]) - 1
-        if end - data_end > T:
-            data_end_time = origin + step * data_end
-            raise DataError(f"{path}: the latest timestamp, {end_time}, is {_duration(end_time - data_end_time)}"
-                            f" after the end of this run's data ({data_end_time}), more than the {T}-step"
-                            f" history; check the timestamps, or pass --allow-gap to forecast that long after"
-                            f" training")
+    return pos, _Window(path, meta["history"], origin, step, int(pos.max()))
 
-    # the window: the T steps ending at the latest one
-    first = end - T + 1
-    inside = pos >= first
-    ok = inside & np.isfinite(values)
-    col = nid.map(index).to_numpy(np.int64)
-    total, count = np.zeros((T, len(node_ids))), np.zeros((T, len(node_ids)))
-    np.add.at(total, (pos[ok] - first, col[ok]), values[ok])
-    np.add.at(count, (pos[ok] - first, col[ok]), 1)
+
+def _check_gap(w: _Window, meta: dict) -> None:
+    """Refuse a window that ends more than ``history`` steps after the end of the run's data."""
+    if "num_steps" not in meta:
+        return
+    data_end = int(meta["num_steps"]) - 1
+    if w.end - data_end > w.T:
+        end_time, data_end_time = w.time(w.end), w.time(data_end)
+        raise DataError(f"{w.path}: the latest timestamp, {end_time}, is {_duration(end_time - data_end_time)}"
+                        f" after the end of this run's data ({data_end_time}), more than the {w.T}-step"
+                        f" history; check the timestamps, or pass --allow-gap to forecast that long after"
+                        f" training")
+
+
+def _window_means(w: _Window, pos: np.ndarray, col: np.ndarray, values: np.ndarray,
+                  num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows -> ``[T, N]``: the mean reading per (step, node) of the window (NaN where none), and where one is."""
+    ok = (pos >= w.first) & np.isfinite(values)
+    total, count = np.zeros((w.T, num_nodes)), np.zeros((w.T, num_nodes))
+    np.add.at(total, (pos[ok] - w.first, col[ok]), values[ok])
+    np.add.at(count, (pos[ok] - w.first, col[ok]), 1)
     seen = count > 0
-    grid = pd.date_range(end=end_time, periods=T, freq=step)
+    return np.where(seen, total / np.maximum(count, 1), np.nan), seen
+
+
+def _check_coverage(w: _Window, seen: np.ndarray, pos: np.ndarray, min_coverage: float) -> None:
+    """Refuse a window without a reading, or with fewer than ``min_coverage`` of its cells observed."""
     cells, observed = seen.size, int(seen.sum())
     coverage = observed / cells
     if observed == 0 or coverage < min_coverage:
-        stray = ""
-        before = pos[pos < end]
-        if before.size and end - int(before.max()) > T // 2:
-            prev = origin + step * int(before.max())
-            stray = (f" (its latest timestamp, {end_time}, is {_duration(end_time - prev)} after the one before it,"
-                     f" {prev}: a stray row?)")
+        end_time = w.time(w.end)
         pct = f"{np.floor(coverage * 1000) / 10:g}%"  # rounded down: never shows the threshold itself
         what = "no reading" if observed == 0 else (f"only {pct} of its (step, node) cells observed"
-                                                   f" ({observed} of {cells}; {int(seen.any(1).sum())} of {T}"
+                                                   f" ({observed} of {cells}; {int(seen.any(1).sum())} of {w.T}"
                                                    f" steps have a reading), below --min-coverage"
                                                    f" {min_coverage:g}")
-        raise DataError(f"{path}: the {T}-step window up to {end_time} has {what}{stray}; give the latest {T}"
-                        f" steps ({_duration(step * T)}) of every node"
+        raise DataError(f"{w.path}: the {w.T}-step window up to {end_time} has {what}{_stray(w, pos)}; give the"
+                        f" latest {w.T} steps ({_duration(w.step * w.T)}) of every node"
                         + ("" if observed == 0 else ", or lower --min-coverage"))
-    absent = [node_ids[i] for i in np.flatnonzero(~seen.any(0))]
-    if absent:
-        msg = (f"{path}: {len(absent)} of {len(node_ids)} nodes have no reading in the {T}-step window up to"
-               f" {end_time}: {_listing(absent)}")
-        if not allow_missing_nodes:
-            raise DataError(msg + "; add their readings, or pass --allow-missing-nodes to forecast them from"
-                                  " their neighbours and the calendar")
-        note = msg + "; forecast from their neighbours and the calendar"
-        if warn is None:
-            warnings.warn(note, InputWarning, stacklevel=2)
-        else:
-            warn(note)
-    values_tn = np.where(seen, total / np.maximum(count, 1), np.nan)
 
-    cov = None
-    if names:
-        # each covariate at each window step: the latest value at or before it, else the first one after
-        steps = np.arange(first, end + 1)
-        out = np.full((T, len(names)), np.nan)
-        for j, n in enumerate(names):
-            v = cov_cols[n]
-            good = np.isfinite(v)
-            per = pd.Series(v[good]).groupby(pos[good]).mean().sort_index()
-            out[:, j] = per.reindex(steps, method="ffill").to_numpy()
-            out[:, j] = pd.Series(out[:, j]).bfill().fillna(per.iloc[0]).to_numpy()
-        cov = out.astype(np.float32)
-    ei, ew = run.graph()
-    return Panel(values=values_tn.astype(np.float32), timestamps=grid.to_numpy(), edge_index=ei, edge_weight=ew,
-                 node_ids=node_ids, covariates=cov, covariate_names=names, name=name, units=meta["units"])
+
+def _stray(w: _Window, pos: np.ndarray) -> str:
+    """A note when the latest reading is far after the one before it (a stray row?), else ``""``."""
+    before = pos[pos < w.end]
+    if before.size and w.end - int(before.max()) > w.T // 2:
+        end_time, prev = w.time(w.end), w.time(int(before.max()))
+        return (f" (its latest timestamp, {end_time}, is {_duration(end_time - prev)} after the one before it,"
+                f" {prev}: a stray row?)")
+    return ""
+
+
+def _note_absent_nodes(w: _Window, seen: np.ndarray, node_ids: list[str], allow: bool,
+                       warn: Callable[[str], None] | None) -> None:
+    """Refuse nodes without a reading in the window, or (``allow``) name them in a warning."""
+    absent = [node_ids[i] for i in np.flatnonzero(~seen.any(0))]
+    if not absent:
+        return
+    msg = (f"{w.path}: {len(absent)} of {len(node_ids)} nodes have no reading in the {w.T}-step window up to"
+           f" {w.time(w.end)}: {_listing(absent)}")
+    if not allow:
+        raise DataError(msg + "; add their readings, or pass --allow-missing-nodes to forecast them from"
+                              " their neighbours and the calendar")
+    note = msg + "; forecast from their neighbours and the calendar"
+    if warn is None:
+        warnings.warn(note, InputWarning, stacklevel=3)  # blames the caller of panel_from_frame
+    else:
+        warn(note)
+
+
+def _window_covariates(w: _Window, pos: np.ndarray, cov_cols: list[np.ndarray]) -> np.ndarray:
+    """Covariates per row -> ``float32 [T, C]``: at each window step the latest value at or before it, else
+    the first one after."""
+    steps = np.arange(w.first, w.end + 1)
+    out = np.full((w.T, len(cov_cols)), np.nan)
+    for j, v in enumerate(cov_cols):
+        good = np.isfinite(v)
+        per = pd.Series(v[good]).groupby(pos[good]).mean().sort_index()
+        out[:, j] = per.reindex(steps, method="ffill").to_numpy()
+        out[:, j] = pd.Series(out[:, j]).bfill().fillna(per.iloc[0]).to_numpy()
+    return out.astype(np.float32)
 
 
 def forecast_table(run: Run, panel: Panel, stream: bool = False, quantiles=QUANTILES) -> pd.DataFrame:

@@ -28,6 +28,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
@@ -35,7 +37,7 @@ from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -301,7 +303,26 @@ def forecast_body(model: ServedModel, res: dict, quantiles, nodes=None, steps=No
 # ---------------------------------------------------------------------------- the app
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application of a :class:`Service` (routes in the module docstring)."""
-    from contextlib import asynccontextmanager
+    app = FastAPI(title="stmgt serve", version=__import__("stmgt").__version__, docs_url=None, redoc_url=None,
+                  lifespan=_lifespan(service), description="Live observations in, calibrated traffic forecasts out.")
+    app.state.service = service
+    app.mount("/static", StaticFiles(directory=str(_static())), name="static")
+    _add_error_handlers(app)
+    _add_request_metrics(app, service)
+    # this order keeps the routes' order, and so the order of the paths in /openapi.json
+    for router in (_dashboard_router(), _health_router(service), _model_router(service),
+                   _observation_router(service), _forecast_router(service)):
+        app.include_router(router)
+    return app
+
+
+def _static():
+    """The dashboard's folder inside the package (a :mod:`importlib.resources` traversable)."""
+    return resources.files("stmgt.serve") / "static"
+
+
+def _lifespan(service: Service):
+    """The app's lifespan: the background forecast issuer runs while the app serves."""
 
     @asynccontextmanager
     async def lifespan(app):
@@ -311,12 +332,11 @@ def create_app(service: Service) -> FastAPI:
         finally:
             service.stop()
 
-    app = FastAPI(title="stmgt serve", version=__import__("stmgt").__version__, docs_url=None, redoc_url=None,
-                  lifespan=lifespan, description="Live observations in, calibrated traffic forecasts out.")
-    app.state.service = service
-    static = resources.files("stmgt.serve") / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    max_body = service.max_batch * 1024 + 65536
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal as ``{"detail": "<one line>"}``: an :class:`ApiError` with its status, a bad request 422."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -325,6 +345,11 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
         return JSONResponse({"detail": _validation_message(e.errors())}, status_code=422)
+
+
+def _add_request_metrics(app: FastAPI, service: Service) -> None:
+    """Count and time every request by route; refuse a POST body over the batch limit before reading it."""
+    max_body = service.max_batch * 1024 + 65536
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
@@ -343,60 +368,86 @@ def create_app(service: Service) -> FastAPI:
         service.metrics.request(path, request.method, resp.status_code, time.perf_counter() - t0)
         return resp
 
-    def need_key(key: str | None) -> None:
-        if service.api_key is None:
-            return
-        if key is None or not hmac.compare_digest(key.encode(), service.api_key.encode()):
-            raise ApiError(401, "writing needs the service's API key in the X-API-Key header"
-                           if key is None else "the X-API-Key header does not match the service's API key")
 
-    @app.get("/", include_in_schema=False)
+def _need_key(service: Service, key: str | None) -> None:
+    """Refuse a write (401) without the service's API key, where one is set."""
+    if service.api_key is None:
+        return
+    if key is None or not hmac.compare_digest(key.encode(), service.api_key.encode()):
+        raise ApiError(401, "writing needs the service's API key in the X-API-Key header"
+                       if key is None else "the X-API-Key header does not match the service's API key")
+
+
+def _dashboard_router() -> APIRouter:
+    """``GET /``: the dashboard page (its scripts and styles are mounted at ``/static``)."""
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
     def index():
-        return FileResponse(str(static / "index.html"), media_type="text/html")
+        return FileResponse(str(_static() / "index.html"), media_type="text/html")
 
-    @app.get("/healthz", summary="The process answers")
+    return router
+
+
+def _health_router(service: Service) -> APIRouter:
+    """``GET /healthz``, ``/readyz`` and ``/metrics``: for probes and Prometheus."""
+    router = APIRouter()
+
+    @router.get("/healthz", summary="The process answers")
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Models loaded and store reachable")
+    @router.get("/readyz", summary="Models loaded and store reachable")
     def readyz():
         ok_store = service.store.ping()
         ok_models = all(m.run.model() is not None for m in service.models.values())
         body = {"ready": ok_store and ok_models, "store": ok_store, "models": ok_models}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     def metrics():
-        st = service.store
-        gauges = [("stmgt_observations_ingested_total", "counter", "Observation rows acknowledged since start.",
-                   {}, st.rows_ingested),
-                  ("stmgt_store_observations", "gauge", "Observation rows kept in the store.", {}, st.count()),
-                  ("stmgt_store_bytes", "gauge", "Bytes of the store on disk (SQLite file and WAL).", {},
-                   st.size_bytes()),
-                  ("stmgt_store_latest_timestamp_seconds", "gauge", "Newest observation time (data clock).", {},
-                   st.latest() if st.latest() is not None else math.nan)]
-        scores = [service.scorer.scores(m) for m in service.models.values()]
-        for name, key, help_ in (("stmgt_score_mae", "mae", "Live MAE of the median per horizon step."),
-                                 ("stmgt_score_coverage80", "coverage80", "Live coverage of the 80% interval."),
-                                 ("stmgt_score_coverage90", "coverage90", "Live coverage of the 90% interval."),
-                                 ("stmgt_score_pairs", "n", "Forecast/observation pairs scored.")):
-            for s in scores:
-                for row in s["steps"]:
-                    gauges.append((name, "gauge", help_, {"model": s["model"], "version": s["version"],
-                                                          "step": row["step"]}, row[key]))
-        for s in scores:
-            gauges.append(("stmgt_forecasts_issued", "gauge", "Issued forecasts kept for scoring.",
-                           {"model": s["model"], "version": s["version"]}, s["forecasts_issued"]))
-        return PlainTextResponse(service.metrics.render(gauges), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(service.metrics.render(_gauges(service)), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", summary="Served models and the store's newest observation")
+    return router
+
+
+def _gauges(service: Service) -> list[tuple]:
+    """The store's and the live scores' metrics as ``(name, type, help, labels, value)`` rows."""
+    st = service.store
+    gauges = [("stmgt_observations_ingested_total", "counter", "Observation rows acknowledged since start.",
+               {}, st.rows_ingested),
+              ("stmgt_store_observations", "gauge", "Observation rows kept in the store.", {}, st.count()),
+              ("stmgt_store_bytes", "gauge", "Bytes of the store on disk (SQLite file and WAL).", {},
+               st.size_bytes()),
+              ("stmgt_store_latest_timestamp_seconds", "gauge", "Newest observation time (data clock).", {},
+               st.latest() if st.latest() is not None else math.nan)]
+    scores = [service.scorer.scores(m) for m in service.models.values()]
+    for name, key, help_ in (("stmgt_score_mae", "mae", "Live MAE of the median per horizon step."),
+                             ("stmgt_score_coverage80", "coverage80", "Live coverage of the 80% interval."),
+                             ("stmgt_score_coverage90", "coverage90", "Live coverage of the 90% interval."),
+                             ("stmgt_score_pairs", "n", "Forecast/observation pairs scored.")):
+        for s in scores:
+            for row in s["steps"]:
+                gauges.append((name, "gauge", help_, {"model": s["model"], "version": s["version"],
+                                                      "step": row["step"]}, row[key]))
+    for s in scores:
+        gauges.append(("stmgt_forecasts_issued", "gauge", "Issued forecasts kept for scoring.",
+                       {"model": s["model"], "version": s["version"]}, s["forecasts_issued"]))
+    return gauges
+
+
+def _model_router(service: Service) -> APIRouter:
+    """``GET /v1/models`` and ``/v1/graph``: what is served, and a model's road graph."""
+    router = APIRouter()
+
+    @router.get("/v1/models", summary="Served models and the store's newest observation")
     def models():
         latest = service.store.latest()
         return {"models": [m.describe() for m in service.models.values()], "default": service.default,
                 "store": {"latest_observation": None if latest is None else _iso(from_seconds(latest)),
                           "observations": service.store.count(), "retention_days": service.store.retention_s / 86400}}
 
-    @app.get("/v1/graph", summary="Nodes (with coordinates where known) and edges")
+    @router.get("/v1/graph", summary="Nodes (with coordinates where known) and edges")
     def graph(model: str | None = None):
         m = service.model(model)
         ei, ew = m.run.graph()
@@ -408,15 +459,22 @@ def create_app(service: Service) -> FastAPI:
                  for k, (a, b) in enumerate(zip(ei[0].tolist(), ei[1].tolist()))]
         return {"model": m.name, "has_coords": bool(coords), "nodes": nodes, "edges": edges}
 
-    @app.post("/v1/observations", summary="Ingest a batch (idempotent upsert per node and timestamp)")
+    return router
+
+
+def _observation_router(service: Service) -> APIRouter:
+    """``POST /v1/observations`` (ingest; the API key where set) and ``GET /v1/observations``."""
+    router = APIRouter()
+
+    @router.post("/v1/observations", summary="Ingest a batch (idempotent upsert per node and timestamp)")
     def post_observations(batch: ObservationBatch, x_api_key: Annotated[str | None, Header()] = None):
-        need_key(x_api_key)
+        _need_key(service, x_api_key)
         rows, covs = service.check_rows(batch.observations)
         n = service.store.ingest(rows, covs)
         service.notify()
         return {"accepted": n, "covariates": len(covs), "latest": _iso(from_seconds(service.store.latest()))}
 
-    @app.get("/v1/observations", summary="Stored observations by node and time")
+    @router.get("/v1/observations", summary="Stored observations by node and time")
     def get_observations(nodes: str | None = None, since: str | None = None, until: str | None = None,
                          limit: int = 10000):
         ids = _parse_list(nodes, "nodes")
@@ -430,10 +488,37 @@ def create_app(service: Service) -> FastAPI:
         out = [{"timestamp": _iso(from_seconds(t)), "node_id": n, "value": v} for n, t, v in rows[:limit]]
         return {"observations": out, "count": len(out), "truncated": len(rows) > limit}
 
-    _bodies: dict = {}  # encoded answers of recent GET /v1/forecast requests (insertion order: oldest first)
-    _bodies_lock = threading.Lock()
+    return router
 
-    @app.get("/v1/forecast", summary="Forecast from the latest window in the store")
+
+class _EncodedBodies:
+    """The JSON text of recent ``GET /v1/forecast`` answers by request (at most ``size``; the oldest goes first):
+    encoding ~2,500 rows costs far more than a cache hit of the forecast itself."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._bodies: dict = {}  # insertion order: oldest first
+        self._lock = threading.Lock()
+
+    def get(self, key, encode: Callable[[], bytes]) -> bytes:
+        """The body kept for ``key``, else ``encode()`` (kept)."""
+        with self._lock:
+            body = self._bodies.get(key)
+        if body is None:
+            body = encode()
+            with self._lock:
+                self._bodies[key] = body
+                while len(self._bodies) > self.size:
+                    self._bodies.pop(next(iter(self._bodies)))
+        return body
+
+
+def _forecast_router(service: Service) -> APIRouter:
+    """``GET /v1/forecast`` (from the store), ``POST /v1/forecast`` (an explicit window) and ``GET /v1/scores``."""
+    router = APIRouter()
+    bodies = _EncodedBodies()
+
+    @router.get("/v1/forecast", summary="Forecast from the latest window in the store")
     def get_forecast(model: str | None = None, nodes: str | None = None, steps: str | None = None,
                      quantiles: str | None = None):
         m = service.model(model)
@@ -444,20 +529,13 @@ def create_app(service: Service) -> FastAPI:
         except NotEnoughHistory as e:
             raise ApiError(409, str(e)) from None
         service.metrics.forecast(m.name, res["compute_ms"] / 1000, res["cached"])
-        # the JSON text of a cached forecast is kept too: encoding ~2,500 rows costs far more than a cache hit
         key = (m.name, res["window_end"], res["issued_at"], res["cached"], tuple(qs), tuple(sel_nodes or ()),
                tuple(sel_steps or ()))
-        with _bodies_lock:
-            body = _bodies.get(key)
-        if body is None:
-            body = json.dumps(forecast_body(m, res, qs, sel_nodes, sel_steps), separators=(",", ":")).encode()
-            with _bodies_lock:
-                _bodies[key] = body
-                while len(_bodies) > 64:
-                    _bodies.pop(next(iter(_bodies)))
+        body = bodies.get(key, lambda: json.dumps(forecast_body(m, res, qs, sel_nodes, sel_steps),
+                                                  separators=(",", ":")).encode())
         return Response(body, media_type="application/json")
 
-    @app.post("/v1/forecast", summary="Forecast from an explicit window of observations")
+    @router.post("/v1/forecast", summary="Forecast from an explicit window of observations")
     def post_forecast(req: WindowRequest):
         m = service.model(req.model)
         qs = _quantiles(req.quantiles)
@@ -470,12 +548,12 @@ def create_app(service: Service) -> FastAPI:
         body = json.dumps(forecast_body(m, res, qs, sel_nodes, sel_steps), separators=(",", ":"))
         return Response(body, media_type="application/json")
 
-    @app.get("/v1/scores", summary="Live MAE per step and interval coverage of issued forecasts")
+    @router.get("/v1/scores", summary="Live MAE per step and interval coverage of issued forecasts")
     def scores(model: str | None = None):
         ms = [service.model(model)] if model else list(service.models.values())
         return {"scores": [service.scorer.scores(m) for m in ms]}
 
-    return app
+    return router
 
 
 def _validation_message(errors) -> str:
@@ -494,5 +572,4 @@ def _validation_message(errors) -> str:
 
 def static_files() -> list[Path]:
     """The dashboard's files (HTML, JS, CSS) inside the package."""
-    d = resources.files("stmgt.serve") / "static"
-    return sorted(Path(str(p)) for p in d.iterdir() if p.is_file())
+    return sorted(Path(str(p)) for p in _static().iterdir() if p.is_file())
