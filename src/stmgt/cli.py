@@ -107,9 +107,11 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
     s = dsub.add_parser("synth", help="write the synthetic city to a folder (panel.npz + meta.json)")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--nodes", type=int, default=62, help="sensor locations (default 62)")
-    s.add_argument("--days", type=float, default=28, help="days of 5-minute data (default 28)")
-    s.add_argument("--interval", type=int, default=5, help="minutes between steps (default 5)")
+    city = SyntheticConfig()  # the synthetic city's defaults, one place
+    s.add_argument("--nodes", type=int, default=city.nodes, help=f"sensor locations (default {city.nodes})")
+    s.add_argument("--days", type=float, default=city.days, help=f"days of data (default {city.days:g})")
+    s.add_argument("--interval", type=int, default=city.interval_minutes,
+                   help=f"minutes between steps (default {city.interval_minutes})")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c = dsub.add_parser("check", help="load a dataset folder and print what was found")
     c.add_argument("path", help="dataset folder or file")
@@ -239,8 +241,11 @@ def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
     y.add_argument("--steps", type=int, help="stop after this many time steps")
     y.add_argument("--retries", type=int, default=5, help="retries of a batch when the service is unreachable")
     y.add_argument("--format", help="force the dataset format")
-    y.add_argument("--nodes", type=int, default=62, help="synthetic city: sensor locations (default 62)")
-    y.add_argument("--days", type=float, default=28, help="synthetic city: days of data (default 28)")
+    city = SyntheticConfig()
+    y.add_argument("--nodes", type=int, default=city.nodes,
+                   help=f"synthetic city: sensor locations (default {city.nodes})")
+    y.add_argument("--days", type=float, default=city.days,
+                   help=f"synthetic city: days of data (default {city.days:g})")
     y.add_argument("--seed", type=int, default=0, help="synthetic city: seed (default 0)")
 
 
