@@ -95,6 +95,8 @@ def test_resume_continues_training(trained):
     (["predict", "/nonexistent/run", "--input", "a.csv", "--output", "b.csv"], "no such run folder"),
     (["train", "--resume", "/nonexistent/last.ckpt"], "no checkpoint to resume from"),
     (["train", "--data", "synthetic"], "stmgt train needs --out RUN_DIR"),
+    (["data", "synth", "--out", "city", "--nodes", "1"], "--nodes: must be >= 2 (got 1)"),
+    (["data", "synth", "--out", "city", "--interval", "0"], "--interval: must be >= 1 (got 0)"),
 ])
 def test_user_mistakes_give_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

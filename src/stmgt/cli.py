@@ -270,9 +270,14 @@ def _cmd_data(a) -> int:
         from stmgt.data.synthetic import synthetic_city
         from stmgt.paths import ensure_writable_dir
 
+        from stmgt.config import load_config
+
+        options = {"data.synthetic.nodes": "--nodes", "data.synthetic.days": "--days",
+                   "data.synthetic.interval_minutes": "--interval", "data.synthetic.seed": "--seed"}
+        c = load_config(None, {key: getattr(a, opt[2:]) for key, opt in options.items()}, options).data.synthetic
         ensure_writable_dir(a.out, "--out")
         t0 = time.perf_counter()
-        panel = synthetic_city(num_nodes=a.nodes, days=a.days, interval_minutes=a.interval, seed=a.seed)
+        panel = synthetic_city(num_nodes=c.nodes, days=c.days, interval_minutes=c.interval_minutes, seed=c.seed)
         panel.save(a.out)
         print(panel.summary())
         print(f"wrote {Path(a.out) / 'panel.npz'} in {time.perf_counter() - t0:.1f}s")
