@@ -516,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     except StmgtError as e:
         print(f"stmgt: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped reading (`stmgt models stmgt | head`): nothing went wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except OSError as e:  # permission denied, disk full, a file that vanished: the system's word, one line
         if isinstance(e, io.UnsupportedOperation) or os.environ.get("STMGT_TRACEBACK"):
             raise  # a misuse of a file object is a bug; STMGT_TRACEBACK=1 shows where any OSError came from
