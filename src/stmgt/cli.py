@@ -267,10 +267,9 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_data(a) -> int:
     if a.data_command == "synth":
+        from stmgt.config import load_config
         from stmgt.data.synthetic import synthetic_city
         from stmgt.paths import ensure_writable_dir
-
-        from stmgt.config import load_config
 
         options = {"data.synthetic.nodes": "--nodes", "data.synthetic.days": "--days",
                    "data.synthetic.interval_minutes": "--interval", "data.synthetic.seed": "--seed"}
