@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from stmgt.config import load_config, read_yaml, settings_of
+from stmgt.config import load_config, read_config_file, settings_of
 from stmgt.data.source import load_source
 from stmgt.errors import ConfigError
 from stmgt.evaluation.forecast import forecast_split
@@ -101,12 +101,7 @@ def per_model_overrides(config: str | None) -> tuple[dict, dict[str, dict]]:
     if config is None:
         return {}, {}
     p = Path(config)
-    raw = read_yaml(p)  # one-line errors for a missing, non-UTF-8 or invalid file
-    if raw is None:
-        return {}, {}
-    if not isinstance(raw, dict):
-        got = "a list" if isinstance(raw, list) else f"{type(raw).__name__} {raw!r}"
-        raise ConfigError(f"{p}: the top level must be a mapping with data, model and train sections, not {got}")
+    raw = read_config_file(p)  # one-line errors for a missing, non-UTF-8, invalid or non-mapping file
     models = raw.pop("models", None) or {}
     if not isinstance(models, dict):
         raise ConfigError(f"{p}: models: must map model names to settings")
@@ -122,12 +117,12 @@ def per_model_overrides(config: str | None) -> tuple[dict, dict[str, dict]]:
     return raw, flat
 
 
-def model_of(entry: str, overrides: dict[str, dict], shown_config: str | None) -> str:
+def model_of(entry: str, overrides: dict[str, dict], config: str | None) -> str:
     """The registered model a ``--models`` entry trains: itself, or the ``model.name`` of its variant."""
     name = overrides.get(entry, {}).get("model.name", entry)
     if name not in MODELS:
         raise ConfigError(f"{entry!r} is neither a model ({', '.join(MODELS)}) nor a variant with a"
-                          f" model.name under models: in {shown_config or 'the config'}")
+                          f" model.name under models: in {config or 'the config'}")
     return name
 
 
@@ -160,19 +155,18 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     """``options``: the command-line option of each setting (``{"train.max_epochs": "--max-epochs"}``), named in
     the message for a bad value (:func:`~stmgt.config.load_config`)."""
     out = Path(out)
-    shown_config = config
     base_raw, overrides = per_model_overrides(config)
-    trains = {entry: model_of(entry, overrides, shown_config) for entry in models}  # every entry checked first
+    trains = {entry: model_of(entry, overrides, config) for entry in models}  # every entry checked first
     shared = base_raw.get("model") if isinstance(base_raw.get("model"), dict) else {}
     for key in shared:  # each model takes the shared settings it has; a key no model has is a mistake
         if key != "name" and not settings_of(key):
-            raise ConfigError(f"{shown_config}: model.{key}: not a setting of any model (`stmgt models NAME`"
+            raise ConfigError(f"{config}: model.{key}: not a setting of any model (`stmgt models NAME`"
                               " lists a model's settings)")
     for model in sorted(set(trains.values())):  # the shared values themselves, before any variant overrides them
-        load_config(config, {"model.name": model}, shown_as=shown_config, raw=shared_for(base_raw, model))
+        load_config(config, {"model.name": model}, raw=shared_for(base_raw, model))
     base = {**PROTOCOLS[protocol], "data.source": data, "data.format": data_format, "train.max_epochs": max_epochs,
             "train.progress": False}
-    cfg0 = load_config(config, base, options, shown_as=shown_config, raw={**base_raw, "model": {}})
+    cfg0 = load_config(config, base, options, raw={**base_raw, "model": {}})
     panel = load_source(cfg0.data)
     name = result_name(data, protocol, name)
     path = out / f"{name}.json"
@@ -189,7 +183,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                 continue  # another process is training this run
             own = overrides.get(model, {})
             cfg = load_config(config, {**base, "model.name": trains[model], **own, "train.seed": seed}, options,
-                              shown_as=shown_config, raw=shared_for(base_raw, trains[model]))
+                              raw=shared_for(base_raw, trains[model]))
             t0 = time.perf_counter()
             with claim:
                 (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock
@@ -212,7 +206,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     for model, runs in rows.items():
         by_seeds.setdefault(len(runs), []).append(model)
     commands = [f"`stmgt benchmark --data {data} --models {' '.join(ms)} --seeds {n} --protocol {protocol}"
-                + (f" --config {shown_config}" if shown_config else "") + "`" for n, ms in by_seeds.items()]
+                + (f" --config {config}" if config else "") + "`" for n, ms in by_seeds.items()]
     md = [f"# Benchmark: {name}", "", res["protocol_text"], "", metrics_table_markdown(rows, horizons=horizons), "",
           probabilistic_table_markdown(rows), "", training_table_markdown(res["runs"]), "",
           "Regenerate: " + "; then ".join(commands) + "."]

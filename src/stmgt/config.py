@@ -316,28 +316,31 @@ def read_yaml(path: str | Path, what: str = "config file") -> object:
         raise ConfigError(f"{p}: not valid YAML{where}" + (f": {problem}{opened}" if problem else "")) from None
 
 
+def read_config_file(path: str | Path) -> dict:
+    """The config file at ``path`` as a mapping (an empty file: ``{}``), or a one-line :class:`ConfigError`."""
+    raw = read_yaml(path)
+    if raw is None:
+        return {}  # an empty file: the defaults
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with data, model and train sections,"
+                          f" not {_kind(raw)}")
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None,
-                options: dict[str, str] | None = None, *, shown_as: str | None = None,
-                saved_run: bool = False, raw: dict | None = None) -> Config:
+                options: dict[str, str] | None = None, *, saved_run: bool = False, raw: dict | None = None) -> Config:
     """Read a YAML config (or the defaults) and apply ``overrides`` given as ``{"train.seed": 1}``.
 
     ``options`` maps override keys to the command-line options they came from (``{"train.seed": "--seed"}``),
-    so that a bad value is blamed on the option rather than on the file; ``shown_as`` names the file in messages;
-    ``saved_run``: ``path`` is a run folder's ``config.yaml`` (see :func:`make_config`); ``raw``: the file's
-    content, already read (``path`` then only names it).
+    so that a bad value is blamed on the option rather than on the file; ``saved_run``: ``path`` is a run
+    folder's ``config.yaml`` (see :func:`make_config`); ``raw``: the file's content, already read (``path``
+    then only names it).
     """
-    where = shown_as or (str(path) if path is not None else "config")
+    where = str(path) if path is not None else "config"
     if raw is not None:
         raw = copy.deepcopy(raw)
-    elif path is None:
-        raw = {}
     else:
-        raw = read_yaml(path)
-        if raw is None:
-            raw = {}  # an empty file: the defaults
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: the top level must be a mapping with data, model and train sections,"
-                              f" not {_kind(raw)}")
+        raw = read_config_file(path) if path is not None else {}
     for key, value in (overrides or {}).items():
         if value is None:
             continue
