@@ -133,8 +133,8 @@ def keeps_freed_memory(cfg: Config) -> bool:
     if cfg.train.keep_freed_memory is not None:
         return cfg.train.keep_freed_memory
     m = cfg.model
-    saving = (getattr(m, "checkpoint", False), getattr(m, "node_chunk", None), getattr(m, "graph_chunk", None))
-    return not (saving[0] or saving[1] is not None or saving[2] is not None)
+    return not (getattr(m, "checkpoint", False) or any(getattr(m, k, None) is not None
+                                                        for k in ("node_chunk", "graph_chunk")))
 
 
 def _quiet_lightning() -> None:
