@@ -50,7 +50,7 @@ def stored_calibrator(run_dir: str | Path):
 
 def apply_stored(run, dist: GaussianMixture) -> GaussianMixture:
     """Apply the run's stored calibration to a data-unit forecast, if it has one."""
-    cal = stored_calibrator(run.dir)
+    cal = run.calibrator()
     return dist if cal is None else cal(dist)
 
 

@@ -307,7 +307,7 @@ def _window_covariates(w: _Window, pos: np.ndarray, cov_cols: list[np.ndarray]) 
         good = np.isfinite(v)
         per = pd.Series(v[good]).groupby(pos[good]).mean().sort_index()
         out[:, j] = per.reindex(steps, method="ffill").to_numpy()
-        out[:, j] = pd.Series(out[:, j]).bfill().fillna(per.iloc[0]).to_numpy()
+        out[:, j] = pd.Series(out[:, j]).bfill().to_numpy()  # steps before the first value
     return out.astype(np.float32)
 
 

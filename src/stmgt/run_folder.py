@@ -250,6 +250,12 @@ class Run:
             raise RunError(f"{p}: unreadable ({type(e).__name__}); retrain with"
                            f" `stmgt train --overwrite --out {self.dir}`") from None
 
+    def calibrator(self):
+        """The spread correction ``stmgt calibrate`` stored (a callable on data-unit forecasts), or None."""
+        from stmgt.calibration import stored_calibrator
+
+        return stored_calibrator(self.dir)
+
     def scalers(self) -> tuple[Scaler, Scaler | None]:
         m = self.meta()
         return Scaler(**m["scaler"]), (Scaler(**m["cov_scaler"]) if m["cov_scaler"] else None)

@@ -27,13 +27,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", plots: bool = True, p
     """Evaluate the run's model and the reference baselines on ``split``; write ``metrics.json``,
     ``report.md`` and ``figures/``. Returns the metrics dict (the model's metrics at the top level,
     the baselines under ``"baselines"``)."""
-    from stmgt.calibration import stored_calibrator
-
     run = Run(run_dir)
     cfg = run.config()
     data = run.data(panel)
     model = run.model()
-    calibration = stored_calibrator(run.dir)
+    calibration = run.calibrator()
     metrics, fc = forecast_split(model, data, split, calibration=calibration, keep=plots, progress=progress)
     res = {"model": cfg.model.name, "split": split, "data": data.panel.name, "units": data.panel.units, **metrics}
     if calibration is not None:

@@ -230,7 +230,7 @@ def _iso(ts) -> str:
     return pd.Timestamp(ts).isoformat()
 
 
-def _parse_list(text: str | None, what: str) -> list[str] | None:
+def _parse_list(text: str | None) -> list[str] | None:
     if text is None or not text.strip():
         return None
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -477,7 +477,7 @@ def _observation_router(service: Service) -> APIRouter:
     @router.get("/v1/observations", summary="Stored observations by node and time")
     def get_observations(nodes: str | None = None, since: str | None = None, until: str | None = None,
                          limit: int = 10000):
-        ids = _parse_list(nodes, "nodes")
+        ids = _parse_list(nodes)
         if ids:
             bad = [n for n in ids if n not in service.nodes]
             if bad:
@@ -522,8 +522,8 @@ def _forecast_router(service: Service) -> APIRouter:
     def get_forecast(model: str | None = None, nodes: str | None = None, steps: str | None = None,
                      quantiles: str | None = None):
         m = service.model(model)
-        qs = _quantiles(_parse_list(quantiles, "quantiles"))
-        sel_nodes, sel_steps = _select(m, _parse_list(nodes, "nodes"), _parse_list(steps, "steps"))
+        qs = _quantiles(_parse_list(quantiles))
+        sel_nodes, sel_steps = _select(m, _parse_list(nodes), _parse_list(steps))
         try:
             res = m.forecast_from_store(service.store, qs)
         except NotEnoughHistory as e:

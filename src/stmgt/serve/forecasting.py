@@ -31,7 +31,8 @@ class NotEnoughHistory(StmgtError):
 
 
 class CachedRun(Run):
-    """A :class:`~stmgt.run_folder.Run` whose model, metadata, scalers and graph are read once."""
+    """A :class:`~stmgt.run_folder.Run` whose model, metadata, scalers, graph and calibration are read once
+    (a served run is fixed: retrain or recalibrate, then restart the service)."""
 
     def __init__(self, directory):
         super().__init__(directory)
@@ -58,6 +59,10 @@ class CachedRun(Run):
         """The trained model in eval mode (loaded once)."""
         return self._once("model", super().model)
 
+    def calibrator(self):
+        """``calibration.json`` (read once)."""
+        return self._once("calibrator", super().calibrator)
+
 
 def model_version(run_dir: Path) -> str:
     """A short hash of ``model.safetensors`` (12 hex digits); for runs without weights, of ``training.json``."""
@@ -82,7 +87,7 @@ class ServedModel:
         self.history, self.horizon = int(self.meta["history"]), int(self.meta["horizon"])
         self.interval_s = int(round(self.meta["interval_minutes"] * 60))
         self.covariates = list(self.meta["covariate_names"])
-        self.calibrated = (self.dir / "calibration.json").is_file()
+        self.calibrated = self.run.calibrator() is not None
         self._lock = threading.RLock()  # one forecast at a time per model
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()
@@ -170,7 +175,7 @@ class ServedModel:
         except DataError as e:
             raise NotEnoughHistory(str(e).replace("store: ", "the store: ", 1)) from None
         entry = {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                 "compute_ms": ms, "seq": seq, "quantiles": qs}
+                 "compute_ms": ms, "seq": seq}
         store.save_forecast(self.name, self.version, end, table, ms)
         with self._cache_lock:
             self._cache[key] = entry
@@ -184,7 +189,7 @@ class ServedModel:
         table, ms = self.forecast_frame(rows, "window", qs)
         end = to_seconds(table["issued_at"].iloc[0])
         return {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                "compute_ms": ms, "cached": False, "quantiles": qs}
+                "compute_ms": ms, "cached": False}
 
 
 def load_models(run_dirs: list[str | Path]) -> dict[str, ServedModel]:

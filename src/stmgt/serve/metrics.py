@@ -47,16 +47,6 @@ class Histogram:
         s[1] += 1
         s[2] += value
 
-    def quantile(self, labels: tuple, q: float) -> float:
-        """An upper bound of the ``q`` quantile from the buckets (NaN when empty)."""
-        s = self.series.get(labels)
-        if not s or not s[1]:
-            return math.nan
-        for b, c in zip(self.buckets, s[0]):
-            if c >= q * s[1]:
-                return b
-        return math.inf
-
     def lines(self, name: str) -> list[str]:
         """Exposition lines (``_bucket``, ``_sum``, ``_count``) of every series."""
         out = []

@@ -133,7 +133,7 @@ class _SqlAlchemyBackend:
             raise ConfigError(f"--db {url!r}: cannot open the database ({str(e).splitlines()[0]})") from None
 
     @staticmethod
-    def _named(sql: str, n: int) -> str:
+    def _named(sql: str) -> str:
         parts = sql.split("?")
         return "".join(p + (f":p{i}" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
 
@@ -141,12 +141,12 @@ class _SqlAlchemyBackend:
         with self.engine.begin() as c:
             for sql, rows in statements:
                 if rows:
-                    c.execute(self.sa.text(self._named(sql, len(rows[0]))),
+                    c.execute(self.sa.text(self._named(sql)),
                               [{f"p{i}": v for i, v in enumerate(r)} for r in rows])
 
     def query(self, sql: str, params=()) -> list[tuple]:
         with self.engine.connect() as c:
-            return [tuple(r) for r in c.execute(self.sa.text(self._named(sql, len(params))),
+            return [tuple(r) for r in c.execute(self.sa.text(self._named(sql)),
                                                 {f"p{i}": v for i, v in enumerate(params)})]
 
     def size_bytes(self) -> int:
