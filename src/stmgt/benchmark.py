@@ -162,8 +162,9 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
         if key != "name" and not settings_of(key):
             raise ConfigError(f"{config}: model.{key}: not a setting of any model (`stmgt models NAME`"
                               " lists a model's settings)")
-    for model in sorted(set(trains.values())):  # the shared values themselves, before any variant overrides them
-        load_config(config, {"model.name": model}, raw=shared_for(base_raw, model))
+    raws = {m: shared_for(base_raw, m) for m in sorted(set(trains.values()))}  # each model's share of the config
+    for model, raw in raws.items():  # the shared values themselves, before any variant overrides them
+        load_config(config, {"model.name": model}, raw=raw)
     base = {**PROTOCOLS[protocol], "data.source": data, "data.format": data_format, "train.max_epochs": max_epochs,
             "train.progress": False}
     cfg0 = load_config(config, base, options, raw={**base_raw, "model": {}})
@@ -183,7 +184,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                 continue  # another process is training this run
             own = overrides.get(model, {})
             cfg = load_config(config, {**base, "model.name": trains[model], **own, "train.seed": seed}, options,
-                              raw=shared_for(base_raw, trains[model]))
+                              raw=raws[trains[model]])
             t0 = time.perf_counter()
             with claim:
                 (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock

@@ -22,11 +22,8 @@ def load_source(cfg: DataConfig) -> Panel:
     from stmgt.data.loaders import LOADERS, check_options, detect_format, load
 
     fmt = cfg.format or detect_format(cfg.source)
-    try:
-        if fmt in LOADERS:  # (an unknown format is load's one-line error)
-            check_options(fmt, cfg.options)
-    except ConfigError as e:
-        raise ConfigError(f"data.options: {e}") from None
+    if fmt in LOADERS:  # an option the loader lacks is blamed on data.options (an unknown format: load's error)
+        check_options(fmt, cfg.options, where="data.options: ")
     return load(cfg.source, format=fmt, **cfg.options)
 
 

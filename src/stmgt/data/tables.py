@@ -171,18 +171,17 @@ def numeric_column(
     Refuses (:class:`~stmgt.errors.DataError`, naming the first bad row) a cell that is not a
     finite number (text, ``inf``), and an empty cell unless ``allow_missing``.
     """
-    raw = col
-    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
-        num = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce")
+    if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+        num = pd.to_numeric(col.astype(str).str.strip(), errors="coerce")
     else:
-        num = pd.to_numeric(raw, errors="coerce")
+        num = pd.to_numeric(col, errors="coerce")
     num = num.astype("float64").to_numpy(copy=True)
-    blank = missing_cells(raw)
+    blank = missing_cells(col)
     bad = (~np.isfinite(num) & ~blank) | (np.isinf(num))
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
-            f"{row_location(file, i)}: {name} {_shown(raw.iloc[i])} is not a number; write a plain number"
+            f"{row_location(file, i)}: {name} {_shown(col.iloc[i])} is not a number; write a plain number"
             f" (decimal point '.'){hint if allow_missing else ''}"
         )
     if not allow_missing and blank.any():
@@ -239,7 +238,7 @@ def parse_timestamps(
             ts = ts.dt.tz_localize(None)  # keep the local wall-clock time
         ts = ts.astype("datetime64[ns]")
     else:
-        text = _timestamp_text(col, file)
+        text = id_column(col, file, "timestamp")  # stripped texts; an empty cell is refused
         if timestamp_format is not None:
             ts = _parse_with_format(text, file, timestamp_format, notes)
         else:
@@ -248,16 +247,6 @@ def parse_timestamps(
         i = int(np.argmax(ts.isna().to_numpy()))
         raise DataError(f"{row_location(file, i)}: timestamp is empty; every row needs a timestamp")
     return ts.astype("datetime64[ns]").reset_index(drop=True)
-
-
-def _timestamp_text(col: pd.Series, file: str) -> pd.Series:
-    """The column as stripped ``str`` texts (index ``0..rows-1``); an empty cell is refused."""
-    text = col.astype("string").str.strip()
-    empty = text.isna() | (text == "")
-    if empty.any():
-        i = int(np.argmax(empty.to_numpy()))
-        raise DataError(f"{row_location(file, i)}: timestamp is empty; every row needs a timestamp")
-    return text.astype(str).reset_index(drop=True)
 
 
 def _parse_with_format(text: pd.Series, file: str, fmt: str, notes: list[str] | None) -> pd.Series:

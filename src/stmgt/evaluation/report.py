@@ -124,7 +124,7 @@ def metrics_table_markdown(rows: Mapping[str, Row], horizons: Sequence[int] = ST
     Args:
         rows: ``{model name: metrics dict}`` or ``{model name: [metrics dict per seed]}``; a list
             is shown as mean ± sample standard deviation with ``(n=...)`` after the name.
-        horizons: 1-based horizon steps (default 3, 6, 12; see :func:`~stmgt.evaluation.metrics.reported_horizons`);
+        horizons: 1-based horizon steps (default 3, 6, 12; see :func:`~stmgt.evaluation.horizons.reported_horizons`);
             a step a model lacks shows ``—``.
         step_minutes: minutes per step, to label the steps in minutes ahead.
         digits: decimals (default 2).

@@ -139,15 +139,15 @@ def load(path: str | Path, format: str | None = None, **options) -> Panel:  # no
     return fn(path, **options)
 
 
-def check_options(format: str, options: dict) -> None:  # noqa: A002
+def check_options(format: str, options: dict, where: str = "") -> None:  # noqa: A002
     """One-line :class:`~stmgt.errors.ConfigError` unless every key of ``options`` is an option of the
-    ``format`` loader (its keyword-only parameters)."""
+    ``format`` loader (its keyword-only parameters); ``where`` prefixes the message (``"data.options: "``)."""
     params = inspect.signature(LOADERS[format]).parameters.items()
     accepted = [k for k, v in params if v.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = [k for k in options if k not in accepted]
     if unknown:
         raise ConfigError(
-            f"the {format} loader has no option {unknown[0]!r};"
+            f"{where}the {format} loader has no option {unknown[0]!r};"
             f" its options are: {', '.join(accepted) or 'none'}"
         )
 

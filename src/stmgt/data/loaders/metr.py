@@ -198,8 +198,9 @@ def _read_graph(adj_path: Path, columns: list[str], h5: Path) -> tuple[list[str]
     """``(node ids in the pickle's order, edge_index [2, E] int64, edge_weight [E] float32)``: every
     non-zero off-diagonal entry is an edge; the pickle must list the store's sensors."""
     ids, A = read_adj_pickle(adj_path)
-    missing = [i for i in ids if i not in set(columns)]
-    extra = [i for i in columns if i not in set(ids)]
+    in_store, in_pickle = set(columns), set(ids)
+    missing = [i for i in ids if i not in in_store]
+    extra = [i for i in columns if i not in in_pickle]
     if missing or extra:
         what = f"sensor {missing[0]!r} of {adj_path.name} is not a column of {h5.name}" if missing else (
             f"column {extra[0]!r} of {h5.name} is not in {adj_path.name}")

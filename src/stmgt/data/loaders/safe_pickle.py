@@ -64,9 +64,7 @@ def _dtype(*args: Any) -> np.dtype:
 
 def _checked(shape: Any, dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
     """A plain shape within :data:`MAX_ELEMENTS` and a non-object dtype, or a DataError."""
-    dt = dtype if isinstance(dtype, np.dtype) else _dtype(dtype)
-    if dt.hasobject:
-        raise DataError("pickle contains an object array; only numeric arrays are allowed")
+    dt = _dtype(dtype)  # (refuses object dtypes, np.dtype instances included)
     dims = shape if isinstance(shape, tuple | list) else (shape,)
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
         raise DataError(f"pickle asks for an array of invalid shape {dims!r}")
