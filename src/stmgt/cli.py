@@ -341,8 +341,7 @@ def _cmd_predict(a) -> int:
     from stmgt.predict import predict_file
 
     out = predict_file(a.run_dir, a.input, a.output, stream=a.stream, min_coverage=a.min_coverage,
-                       allow_missing_nodes=a.allow_missing_nodes, allow_gap=a.allow_gap,
-                       warn=lambda m: print(f"stmgt: warning: {m}", file=sys.stderr))
+                       allow_missing_nodes=a.allow_missing_nodes, allow_gap=a.allow_gap)
     print(f"wrote {out}")
     return 0
 

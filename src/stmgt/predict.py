@@ -44,7 +44,7 @@ from stmgt.data import tables
 from stmgt.data.panel import Panel
 from stmgt.data.tables import id_column, numeric_column, parse_timestamps, row_location
 from stmgt.data.windows import Batch, PanelTensors
-from stmgt.errors import ConfigError, DataError
+from stmgt.errors import ConfigError, DataError, StmgtWarning
 from stmgt.run_folder import Run
 
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
@@ -55,8 +55,9 @@ RUN_FILES = {"config.yaml", "data.json", "versions.json", "training.json", "cali
              "history.csv", "graph.npz", "model.safetensors"}
 
 
-class InputWarning(UserWarning):
-    """Forecast made, but from incomplete input (e.g. nodes without a reading, allowed by the caller)."""
+class InputWarning(StmgtWarning):
+    """Forecast made, but from incomplete input (e.g. nodes without a reading, allowed by the caller); the
+    command line prints it as one ``stmgt: warning:`` line, as every :class:`~stmgt.errors.StmgtWarning`."""
 
 
 def _listing(names: list[str], k: int = 3) -> str:
