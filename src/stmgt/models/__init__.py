@@ -13,11 +13,9 @@ from stmgt.registry import MODELS, model_class
 
 
 def build_model(cfg: ModelConfig, info: DataInfo) -> ForecastModel:
-    """The model named ``cfg.name`` for data described by ``info`` (``cfg``: that model's settings)."""
-    cls = model_class(cfg.name)
-    if not isinstance(cfg, cls.Config):
-        cfg = model_config(cfg.name, **cfg.model_dump(exclude={"name"}))
-    return cls(cfg, info)
+    """The model named ``cfg.name`` for data described by ``info`` (``cfg``: that model's settings, as
+    :func:`model_config` or a config's ``model`` section gives them)."""
+    return model_class(cfg.name)(cfg, info)
 
 
 #: The model classes, imported on first use: ``from stmgt.models import STMGT``.
