@@ -128,15 +128,19 @@ def load(path: str | Path, format: str | None = None, **options) -> Panel:  # no
         format: force a format instead of detecting it.
         **options: passed to the format's loader (e.g. ``interval="5min"`` for ``city``).
     """
+    return LOADERS[_checked_format(path, format, options)](path, **options)
+
+
+def _checked_format(path: str | Path, format: str | None, options: dict) -> str:  # noqa: A002
+    """The format of ``path`` (``format`` when given) once the path exists and the options are the loader's."""
     if format is None:
         format = detect_format(path)
     elif format not in LOADERS:
         raise ConfigError(f"format={format!r} is unknown; choose one of {', '.join(FORMATS)}")
     elif not Path(path).exists():
         raise DataError(f"{path}: no such file or folder")
-    fn = LOADERS[format]
     check_options(format, options)
-    return fn(path, **options)
+    return format
 
 
 def check_options(format: str, options: dict, where: str = "") -> None:  # noqa: A002
@@ -159,16 +163,12 @@ def check(path: str | Path, format: str | None = None, **options) -> tuple[Panel
     coverage of the grid and its longest stretch without any reading. Problems that do not stop
     loading are :class:`~stmgt.errors.StmgtWarning` warnings, raised while loading.
     """
-    if format is None:
-        format = detect_format(path)
+    format = _checked_format(path, format, options)
     if format != "city":
-        panel = load(path, format=format, **options)
+        panel = LOADERS[format](path, **options)
         notes = [f"interval: {panel.interval_minutes:g} min"]
     else:
-        if not Path(path).exists():
-            raise DataError(f"{path}: no such file or folder")
-        check_options("city", options)
-        notes = []
+        notes = []  # the city loader says how it read the interval and the dates
         panel = load_city_with_notes(path, notes, **options)
     return panel, notes + grid_findings(panel)
 
