@@ -15,6 +15,9 @@ are attributes of this package, imported on first use so that ``import stmgt`` s
 from __future__ import annotations
 
 from stmgt._lazy import lazy_exports
+from stmgt.runtime import passive_wait_policy
+
+passive_wait_policy()  # before torch loads OpenMP: idle workers sleep instead of spinning (stmgt.runtime)
 
 __version__ = "0.1.0"
 

@@ -58,6 +58,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"synthetic city: sensor locations (default {_default(SyntheticConfig, 'nodes')})")
     p.add_argument("--days", type=float,
                    help=f"synthetic city: days of data (default {_default(SyntheticConfig, 'days')})")
+    _add_threads_option(p)
+
+
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="CPU threads (default: the usable CPUs less those other processes"
+                   " keep busy, re-checked while training; OMP_NUM_THREADS also fixes it)")
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -67,6 +73,7 @@ def _overrides(a: argparse.Namespace) -> dict:
         "data.synthetic.nodes": a.nodes, "data.synthetic.days": a.days,
         "model.name": a.model, "train.max_epochs": a.max_epochs, "train.seed": a.seed,
         "train.batch_size": a.batch_size, "train.devices": a.devices, "train.accelerator": a.accelerator,
+        "train.num_threads": a.threads,
     }
 
 
@@ -75,7 +82,7 @@ _OPTIONS = {
     "data.source": "--data", "data.format": "--format", "data.history": "--history", "data.horizon": "--horizon",
     "data.synthetic.nodes": "--nodes", "data.synthetic.days": "--days", "model.name": "--model",
     "train.max_epochs": "--max-epochs", "train.seed": "--seed", "train.batch_size": "--batch-size",
-    "train.devices": "--devices", "train.accelerator": "--accelerator",
+    "train.devices": "--devices", "train.accelerator": "--accelerator", "train.num_threads": "--threads",
 }
 
 
@@ -263,6 +270,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--max-epochs", type=int, default=5, help="epochs (default 5: about 10 minutes on 2 cores)")
     m.add_argument("--days", type=float, default=10, help="days of synthetic data (default 10)")
     m.add_argument("--seed", type=int, default=0)
+    _add_threads_option(m)
 
 
 def _cmd_data(a) -> int:
@@ -425,7 +433,8 @@ def _cmd_demo(a) -> int:
     from stmgt.training.fit import fit
 
     out = Path(a.out)
-    cfg = load_config(None, {"data.synthetic.days": a.days, "train.max_epochs": a.max_epochs, "train.seed": a.seed},
+    cfg = load_config(None, {"data.synthetic.days": a.days, "train.max_epochs": a.max_epochs, "train.seed": a.seed,
+                                  "train.num_threads": a.threads},
                       _OPTIONS)
     t0 = time.perf_counter()
     panel = load_source(cfg.data)
@@ -494,6 +503,10 @@ COMMANDS = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "
             "replay": _cmd_replay}
 
 
+# commands whose computation sizes its threads to the free CPUs here (training does so in fit, serve has --threads)
+_SIZES_THREADS = {"evaluate", "predict", "calibrate", "speed", "bench"}
+
+
 def _os_error(e: OSError) -> str:
     """``path: Permission denied`` (or ``a -> b: ...`` for a rename/copy), else the error's own text."""
     if not e.strerror:
@@ -510,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         with one_line_warnings():
+            if a.command in _SIZES_THREADS:
+                from stmgt.runtime import choose_threads
+
+                choose_threads(getattr(a, "threads", None))
             return COMMANDS[a.command](a)
     except StmgtError as e:
         print(f"stmgt: error: {e}", file=sys.stderr)

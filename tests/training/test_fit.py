@@ -72,6 +72,7 @@ def test_training_json_records_epochs_best_epoch_and_why_training_stopped(tmp_pa
     assert info["best_epoch"] == 1 + vals.index(min(vals))
     assert abs(info["best_val_mae"] - min(vals)) < 1e-5
     assert info["precision"] == "32" and info["train_seconds"] > 0 and info["threads"] >= 1 and "code" in info
+    assert info["threads"] in info["threads_used"] and all(n >= 1 for n in info["threads_used"])
 
     # patience 1 on a learning rate too small to improve anything: early stop after two epochs
     fit(load_config(None, {**small, "train.max_epochs": 20, "train.patience": 1, "train.lr": 1e-12}), tmp_path / "b")

@@ -22,7 +22,14 @@ from stmgt.data.windows import PanelData
 from stmgt.errors import ConfigError, DataError, RunError
 from stmgt.models import build_model
 from stmgt.run_folder import Run, data_info, is_run_folder
-from stmgt.runtime import keep_freed_memory, require_cuda, resolve_precision
+from stmgt.runtime import (
+    ThreadGovernor,
+    choose_threads,
+    explicit_threads,
+    keep_freed_memory,
+    require_cuda,
+    resolve_precision,
+)
 from stmgt.training.module import ForecastTask, NonFiniteLoss
 
 PARTIAL = ".partial-"
@@ -125,6 +132,20 @@ class EpochLog(Callback):
         dur = int(time.perf_counter() - self.t0)
         print(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{loss}  val MAE {val:.3f}"
               f" (best {self.best:.3f})  {dur // 60}m{dur % 60:02d}s", file=self.stream or sys.stderr, flush=True)
+
+
+class AdaptiveThreads(Callback):
+    """Re-chooses the thread count during training from the other processes' load
+    (:class:`~stmgt.runtime.ThreadGovernor`): used when no thread count was asked for."""
+
+    def __init__(self, period: float = 20.0):
+        self.governor = ThreadGovernor(period)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.governor.tick()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.governor.tick()
 
 
 def keeps_freed_memory(cfg: Config) -> bool:
@@ -297,8 +318,8 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         source = resume_run_dir(resume)
         overwrite = overwrite or _same_folder(out, source)  # continuing a run replaces it
     check_out(out_dir, overwrite)
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    if t.devices * t.num_nodes == 1 or t.num_threads:  # DDP processes keep torch's own split unless told
+        choose_threads(t.num_threads)
     if keeps_freed_memory(cfg):
         keep_freed_memory()
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -351,6 +372,10 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
     bar = t.progress and sys.stdout.isatty()  # a bar only where someone watches a terminal
     callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None)]
+    threads = None
+    if t.devices * t.num_nodes == 1 and t.accelerator == "cpu" and explicit_threads(t.num_threads) is None:
+        threads = AdaptiveThreads()
+        callbacks.append(threads)
     if not bar:
         callbacks.append(EpochLog(f"{cfg.model.name} seed {t.seed}: "))
     trainer = L.Trainer(
@@ -390,18 +415,21 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     run.save_weights(model)
     best_epoch = int(ckpt["epoch"]) + 1 if path == best.best_model_path else None  # 1-based
     run.save_training(training_summary(trainer, best_epoch, best.best_model_score, stop, t, precision,
-                                       time.perf_counter() - started))
+                                       time.perf_counter() - started,
+                                       None if threads is None else threads.governor.counts))
     run.save_manifest()
     _install(tmp, out, overwrite)
     return Run(out_dir)
 
 
 def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping, t, precision: str,
-                     seconds: float) -> dict:
+                     seconds: float, thread_counts: list[int] | None = None) -> dict:
     """What ``training.json`` records: epochs run, the best epoch (1-based) and its validation MAE, why training
     stopped (``early_stop``, ``max_epochs`` or ``budget``), wall-clock seconds, precision, threads, and
     the code (git commit) and torch version: the same code, config and thread count give the same
-    numbers bit for bit on one machine, and another thread count already changes the float sums."""
+    numbers bit for bit on one machine, and another thread count already changes the float sums.
+    ``thread_counts``: the counts the automatic thread policy used, in order (``threads_used``; the
+    run is bit-reproducible only with one count: set ``train.num_threads`` for that)."""
     epochs = trainer.current_epoch  # epochs completed
     if stop.stopped_epoch > 0:
         reason = "early_stop"
@@ -415,4 +443,5 @@ def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping
     return {"epochs": int(epochs), "best_epoch": best_epoch,
             "best_val_mae": None if score is None else float(score), "stop_reason": reason,
             "train_seconds": round(seconds, 1), "precision": precision, "threads": torch.get_num_threads(),
+            "threads_used": sorted(set(thread_counts or [torch.get_num_threads()])),
             "code": v["git"], "torch": v["torch"]}
