@@ -207,7 +207,8 @@ def _add_speed_parser(sub: argparse._SubParsersAction) -> None:
                    help="32, bf16-mixed, auto (bf16 where the CPU has AVX512-BF16/AMX) or both (one result each);"
                         " every result has the matmul peak of its precision and the fraction of it achieved")
     b.add_argument("--compile", action="store_true", help="torch.compile the model")
-    b.add_argument("--checkpoint", action="store_true", help="recompute block activations in backward (memory)")
+    b.add_argument("--checkpoint", action="store_true",
+                   help="recompute block activations in backward (memory; models with a checkpoint setting: stmgt)")
     b.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up)")
     b.add_argument("--return-memory", action="store_true",
                    help="let malloc unmap freed blocks (glibc default) instead of keeping them for reuse")
@@ -392,8 +393,14 @@ def _cmd_speed(a) -> int:
     for i, precision in enumerate(precisions):
         res = bench(a.model, a.nodes, a.batch, a.history, a.horizon, a.device, a.steps, precision, a.compile,
                     checkpoint=a.checkpoint, keep_memory=not a.return_memory)
-        print(json.dumps(res) if a.json else ("\n" if i else "") + "\n".join(f"{k}: {v}" for k, v in res.items()))
+        print(json.dumps(res) if a.json else ("\n" if i else "") + _speed_text(res))
     return 0
+
+
+def _speed_text(res: dict) -> str:
+    """``key: value`` lines of one speed result; a training figure of a model that is not trained reads
+    ``not trained``."""
+    return "\n".join(f"{k}: {'not trained' if v is None and not res['trainable'] else v}" for k, v in res.items())
 
 
 def _cmd_models(a) -> int:
