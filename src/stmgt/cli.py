@@ -213,6 +213,7 @@ def _add_speed_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--return-memory", action="store_true",
                    help="let malloc unmap freed blocks (glibc default) instead of keeping them for reuse")
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_threads_option(b)
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
