@@ -107,9 +107,19 @@ class TrainConfig(_Section):
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(10, ge=1)
     grad_clip: float = Field(1.0, gt=0)
+    schedule: Literal["warm_restarts", "one_cycle"] = "warm_restarts"
+    """Learning-rate schedule. ``warm_restarts`` (the design's): cosine annealing with warm restarts
+    (``t0``, ``t_mult``, ``eta_min``), stepped per epoch. ``one_cycle``: a linear warm-up over
+    ``warmup_epochs`` to ``lr``, then one cosine decay to ``eta_min`` at the end of ``cycle_epochs``
+    (default ``max_epochs``), stepped per batch: no restart throws away a converging model, so it
+    needs fewer epochs (Loshchilov and Hutter, ICLR 2017; Smith and Topin, 2019)."""
     t0: int = Field(10, ge=1)
     t_mult: int = Field(2, ge=1)
     eta_min: float = Field(1e-6, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    """With ``schedule: one_cycle``: epochs of linear warm-up from ``lr / 25``."""
+    cycle_epochs: int | None = Field(None, ge=1)
+    """With ``schedule: one_cycle``: epochs of the one cycle (None: ``max_epochs``); then ``eta_min``."""
     var_reg: float = Field(0.01, ge=0)
     entropy_reg: float = Field(0.001, ge=0)
     mae_weight: float = Field(0.0, ge=0)

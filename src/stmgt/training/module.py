@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -85,5 +87,35 @@ class ForecastTask(L.LightningModule):
     def configure_optimizers(self):
         c = self.cfg
         opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay, betas=tuple(c.betas))
+        if c.schedule == "one_cycle":
+            steps = self._steps_per_epoch()
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle(c.lr, c.eta_min, round(c.warmup_epochs * steps),
+                                                                     (c.cycle_epochs or c.max_epochs) * steps))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=c.t0, T_mult=c.t_mult, eta_min=c.eta_min)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps in one training epoch (from the trainer; 1 outside one)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 1
+        total = trainer.estimated_stepping_batches  # max_epochs x batches per epoch (limit_train_batches applied)
+        return max(1, round(total / max(1, trainer.max_epochs)))
+
+
+def one_cycle(lr: float, eta_min: float, warmup_steps: int, cycle_steps: int):
+    """The ``one_cycle`` schedule as a factor of ``lr`` per step (for ``LambdaLR``): linear from
+    ``lr / 25`` to ``lr`` over ``warmup_steps``, a cosine from ``lr`` to ``eta_min`` until ``cycle_steps``,
+    then ``eta_min``."""
+    floor = eta_min / lr
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return 0.04 + 0.96 * step / warmup_steps
+        if step >= cycle_steps:
+            return floor
+        done = (step - warmup_steps) / max(1, cycle_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
+
+    return factor
