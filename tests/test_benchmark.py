@@ -108,3 +108,31 @@ def test_benchmark_retrains_a_seed_whose_result_was_not_recorded(tmp_path):
     held = _claim(run_dir)
     assert held is not None and _claim(run_dir) is None  # one holder at a time
     held.close()
+
+
+def test_benchmark_trainings_are_labelled_with_their_place_in_the_run_and_quiet_prints_no_run_lines(
+        tmp_path, monkeypatch, capsys):
+    import stmgt.benchmark
+
+    labels = []
+    real = stmgt.benchmark.fit
+
+    def fit(*args, label=None, quiet=False, **kw):
+        labels.append((label, quiet))
+        return real(*args, label=label, quiet=quiet, **kw)
+
+    monkeypatch.setattr(stmgt.benchmark, "fit", fit)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {synthetic: {nodes: 4, days: 2}}\ntrain: {num_threads: 1}\n")
+    argv = ["benchmark", "--models", "last_value", "historical_average", "--seeds", "2", "--config", str(cfg),
+            "--out", str(tmp_path), "--name", "lab"]
+    assert main(argv + ["--quiet"]) == 0
+    assert labels == [(f"[{k}/4] {m} seed {s}", True)
+                      for k, (m, s) in enumerate([("last_value", 0), ("last_value", 1), ("historical_average", 0),
+                                                  ("historical_average", 1)], 1)]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"4 runs; table: {tmp_path / 'lab'}.md"] and err == ""
+    (tmp_path / "lab.json").unlink()
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[1/4] last_value/seed0: MAE avg ") and out[3].startswith("[4/4] historical_average/")

@@ -276,3 +276,49 @@ def test_benchmark_names_the_users_config_not_its_temporary_copy(tmp_path, capsy
     cfg.write_bytes(b"models:\n  gru_wide: {model: {name: gr\xfc}}\n")
     assert main(argv) == 2
     assert _one_error(capsys) == f"{cfg}: not UTF-8 text (byte 0xfc at line 2); save it as UTF-8"
+
+
+# ------------------------------------------------------------------ progress on long work
+
+def test_the_demo_steps_say_how_long_each_took():
+    import io
+
+    from stmgt.cli import Steps
+
+    clock = iter([0.0, 1.0, 3.5, 4.0, 376.0, 377.0, 377.9])
+    out = io.StringIO()
+    steps = Steps(3, stream=out, clock=lambda: next(clock))  # starts at 0 s
+    with steps.step("making the city", " (10 days)") as s:  # 1 s to 3.5 s
+        s.note = "synthetic: 2880 steps"
+    with steps.step("training STMGT", " for at most 5 epochs"):  # 4 s to 376 s
+        pass
+    with pytest.raises(RuntimeError), steps.step("evaluating"):  # a failed step says nothing of being done
+        raise RuntimeError
+    assert out.getvalue().splitlines() == [
+        "[1/3] making the city (10 days)", "[1/3] making the city: done in 0m02s; synthetic: 2880 steps",
+        "[2/3] training STMGT for at most 5 epochs", "[2/3] training STMGT: done in 6m12s",
+        "[3/3] evaluating"]
+    assert steps.total() == "6m17s"
+    quiet = Steps(1, quiet=True, stream=out)
+    with quiet.step("training"):
+        pass
+    assert len(out.getvalue().splitlines()) == 5  # quiet: no step lines
+
+
+@pytest.mark.parametrize("command", [["train", "--out", "r"], ["demo"], ["benchmark"]])
+def test_long_commands_take_quiet(command):
+    from stmgt.cli import build_parser
+
+    assert build_parser().parse_args(command + ["--quiet"]).quiet
+    assert not build_parser().parse_args(command).quiet
+
+
+def test_train_quiet_prints_no_epoch_line_only_the_summary(tmp_path, capsys):
+    """(Without --quiet the epoch lines are printed: tests/training/test_progress.py.)"""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {name: gru, hidden: 8}\ntrain: {batch_size: 16, max_epochs: 2, limit_train_batches: 2,"
+                   " num_threads: 1}\ndata: {synthetic: {nodes: 4, days: 2}}\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("trained gru in 0m") and len(out.splitlines()) == 2
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 2  # it did train two epochs

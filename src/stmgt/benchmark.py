@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import sys
 import time
 from pathlib import Path
 
 from stmgt.config import load_config, read_config_file, settings_of
+from stmgt.console import duration, notice
 from stmgt.data.source import load_source
 from stmgt.errors import ConfigError
 from stmgt.evaluation.forecast import forecast_split
@@ -151,9 +153,12 @@ def training_table_markdown(runs: dict) -> str:
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
                   name: str | None = None, protocol: str = "standard", config: str | None = None,
                   max_epochs: int | None = None, data_format: str | None = None,
-                  options: dict[str, str] | None = None) -> dict:
+                  options: dict[str, str] | None = None, quiet: bool = False) -> dict:
     """``options``: the command-line option of each setting (``{"train.max_epochs": "--max-epochs"}``), named in
-    the message for a bad value (:func:`~stmgt.config.load_config`)."""
+    the message for a bad value (:func:`~stmgt.config.load_config`).
+
+    Each training's epoch lines and terminal status line start with ``[k/n] <model> seed <s>``
+    (the k-th of the n runs) and each finished run prints its test MAE; ``quiet`` prints neither."""
     out = Path(out)
     base_raw, overrides = per_model_overrides(config)
     trains = {entry: model_of(entry, overrides, config) for entry in models}  # every entry checked first
@@ -165,38 +170,40 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     raws = {m: shared_for(base_raw, m) for m in sorted(set(trains.values()))}  # each model's share of the config
     for model, raw in raws.items():  # the shared values themselves, before any variant overrides them
         load_config(config, {"model.name": model}, raw=raw)
-    base = {**PROTOCOLS[protocol], "data.source": data, "data.format": data_format, "train.max_epochs": max_epochs,
-            "train.progress": False}
+    base = {**PROTOCOLS[protocol], "data.source": data, "data.format": data_format, "train.max_epochs": max_epochs}
     cfg0 = load_config(config, base, options, raw={**base_raw, "model": {}})
     panel = load_source(cfg0.data)
     name = result_name(data, protocol, name)
     path = out / f"{name}.json"
     res = _read(path)
     res.update({"data": data, "protocol": protocol, "protocol_text": protocol_text(protocol, panel.name, cfg0)})
-    for model in models:
-        for seed in range(seeds):
-            key = f"{model}/seed{seed}"
-            run_dir = out / "runs" / name / model / f"seed{seed}"
-            if key in _read(path)["runs"]:
-                continue  # resumable: finished runs are kept
-            claim = _claim(run_dir)
-            if claim is None:
-                continue  # another process is training this run
-            own = overrides.get(model, {})
-            cfg = load_config(config, {**base, "model.name": trains[model], **own, "train.seed": seed}, options,
-                              raw=raws[trains[model]])
-            t0 = time.perf_counter()
-            with claim:
-                (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock
-                run = fit(cfg, run_dir, panel=panel, overwrite=True)  # a seed that crashed before its result
-                metrics, _ = forecast_split(run.model(), run.data(panel), "test")
-            metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
-            metrics["seconds"] = time.perf_counter() - t0  # training and test evaluation
-            metrics.setdefault("train_seconds", metrics["seconds"])
-            with _locked(path):  # merge with runs other processes finished meanwhile
-                res["runs"] = {**_read(path)["runs"], key: metrics}
-                path.write_text(json.dumps(res, indent=1))
-            print(f"{key}: MAE avg {metrics['mae']['avg']:.3f} ({metrics['train_seconds']:.0f}s)", flush=True)
+    todo = [(model, seed) for model in models for seed in range(seeds)]
+    for k, (model, seed) in enumerate(todo, 1):
+        key = f"{model}/seed{seed}"
+        run_dir = out / "runs" / name / model / f"seed{seed}"
+        if key in _read(path)["runs"]:
+            continue  # resumable: finished runs are kept
+        claim = _claim(run_dir)
+        if claim is None:
+            continue  # another process is training this run
+        own = overrides.get(model, {})
+        cfg = load_config(config, {**base, "model.name": trains[model], **own, "train.seed": seed}, options,
+                          raw=raws[trains[model]])
+        t0 = time.perf_counter()
+        with claim:
+            (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock
+            run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result
+                      quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
+            metrics, _ = forecast_split(run.model(), run.data(panel), "test")
+        metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
+        metrics["seconds"] = time.perf_counter() - t0  # training and test evaluation
+        metrics.setdefault("train_seconds", metrics["seconds"])
+        with _locked(path):  # merge with runs other processes finished meanwhile
+            res["runs"] = {**_read(path)["runs"], key: metrics}
+            path.write_text(json.dumps(res, indent=1))
+        if not quiet:
+            notice(f"[{k}/{len(todo)}] {key}: MAE avg {metrics['mae']['avg']:.3f}"
+                   f" ({duration(metrics['train_seconds'])})", sys.stdout)
     with _locked(path):
         res["runs"] = {**res["runs"], **_read(path)["runs"]}
     rows = {}

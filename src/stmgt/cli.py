@@ -12,9 +12,12 @@ import json
 import os
 import sys
 import time
+import types
+from contextlib import contextmanager
 from pathlib import Path
 
 from stmgt.config import DataConfig, SyntheticConfig, TrainConfig
+from stmgt.console import duration, notice
 from stmgt.errors import StmgtError, one_line_warnings
 from stmgt.registry import DEFAULT_MODEL, model_names
 
@@ -143,6 +146,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", help="run folder to write (written as a unit once training completes)")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out once the new one is complete")
+    _add_quiet_option(t)
+
+
+def _add_quiet_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print no progress and no per-epoch lines, only errors and the final summary")
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -191,6 +200,7 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-epochs", type=int, help="epoch budget per run (default: the config's, 100)")
     r.add_argument("--out", default="benchmarks/results", help="folder for <name>.json, <name>.md and runs/")
     r.add_argument("--name", help="result file stem (default: the dataset folder name)")
+    _add_quiet_option(r)
 
 
 def _add_speed_parser(sub: argparse._SubParsersAction) -> None:
@@ -273,6 +283,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--days", type=float, default=10, help="days of synthetic data (default 10)")
     m.add_argument("--seed", type=int, default=0)
     _add_threads_option(m)
+    _add_quiet_option(m)
 
 
 def _cmd_data(a) -> int:
@@ -326,8 +337,8 @@ def _cmd_train(a) -> int:
     config = a.config or (str(source / "config.yaml") if source is not None else None)
     cfg = load_config(config, _overrides(a), _OPTIONS, saved_run=a.config is None and source is not None)
     t0 = time.perf_counter()
-    run = fit(cfg, out, resume=a.resume, overwrite=a.overwrite)
-    print(f"trained {cfg.model.name} in {time.perf_counter() - t0:.0f}s -> {run.dir}")
+    run = fit(cfg, out, resume=a.resume, overwrite=a.overwrite, quiet=a.quiet)
+    print(f"trained {cfg.model.name} in {duration(time.perf_counter() - t0)} -> {run.dir}")
     print(f"next: stmgt evaluate {run.dir}")
     return 0
 
@@ -372,7 +383,7 @@ def _cmd_benchmark(a) -> int:
 
     ensure_writable_dir(a.out, "--out")
     res = run_benchmark(a.data, a.models, a.seeds, a.out, a.name, a.protocol, a.config, a.max_epochs, a.format,
-                        options=_OPTIONS)
+                        options=_OPTIONS, quiet=a.quiet)
     print(f"{len(res['runs'])} runs; table: {Path(a.out) / result_name(a.data, a.protocol, a.name)}.md")
     return 0
 
@@ -433,6 +444,34 @@ def _cmd_models(a) -> int:
     return 0
 
 
+class Steps:
+    """The numbered steps of a long command, each one's line ``[k/n] what`` then ``[k/n] what: done in
+    6m12s`` (plus the note the step sets) on ``stream`` (default stdout); nothing where ``quiet``."""
+
+    def __init__(self, n: int, quiet: bool = False, stream=None, clock=time.perf_counter):
+        self.n, self.k, self.quiet, self.stream, self.clock = n, 0, quiet, stream, clock
+        self.t0 = clock()
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            notice(text, self.stream if self.stream is not None else sys.stdout)
+
+    @contextmanager
+    def step(self, what: str, detail: str = ""):
+        """Time the block as the next step: ``[k/n] what detail`` before it, ``[k/n] what: done in ...`` after
+        it (not when it fails). The yielded object's ``note`` is added to the second line."""
+        self.k += 1
+        self._say(f"[{self.k}/{self.n}] {what}{detail}")
+        t0, result = self.clock(), types.SimpleNamespace(note="")
+        yield result
+        note = f"; {result.note}" if result.note else ""
+        self._say(f"[{self.k}/{self.n}] {what}: done in {duration(self.clock() - t0)}{note}")
+
+    def total(self) -> str:
+        """The time since the steps began (``6m40s``)."""
+        return duration(self.clock() - self.t0)
+
+
 def _cmd_demo(a) -> int:
     from stmgt.config import load_config
     from stmgt.data.source import load_source
@@ -444,20 +483,21 @@ def _cmd_demo(a) -> int:
     cfg = load_config(None, {"data.synthetic.days": a.days, "train.max_epochs": a.max_epochs, "train.seed": a.seed,
                                   "train.num_threads": a.threads},
                       _OPTIONS)
-    t0 = time.perf_counter()
-    panel = load_source(cfg.data)
-    print(f"[1/4] {panel.summary()}")
-    print(f"[2/4] training STMGT for at most {a.max_epochs} epochs -> {out}")
-    run = fit(cfg, out, panel=panel, overwrite=True)  # the demo re-runs into its own folder
-    print("[3/4] evaluating on the test split (with baselines, plots, report)")
-    res = evaluate_run(out, panel=panel, progress=True)
-    recent = write_recent_observations(run, panel, out / "recent_observations.csv")
-    fc = predict_file(out, recent, out / "forecast.csv")
-    print(f"[4/4] forecast from the last {cfg.data.history} observed steps -> {fc}")
+    steps = Steps(4, quiet=a.quiet)
+    with steps.step("making the synthetic city", f" ({cfg.data.synthetic.days:g} days)") as s:
+        panel = load_source(cfg.data)
+        s.note = panel.summary()
+    with steps.step("training STMGT", f" for at most {a.max_epochs} epochs -> {out}"):
+        run = fit(cfg, out, panel=panel, overwrite=True, quiet=a.quiet)  # the demo re-runs into its own folder
+    with steps.step("evaluating", " on the test split (with baselines, plots, report)"):
+        res = evaluate_run(out, panel=panel, progress=not a.quiet)
+    with steps.step("forecasting", f" from the last {cfg.data.history} observed steps") as s:
+        recent = write_recent_observations(run, panel, out / "recent_observations.csv")
+        s.note = f"-> {predict_file(out, recent, out / 'forecast.csv')}"
     base = res["baselines"]
     print(f"test MAE (km/h) {_by_horizon(res['mae'], 2)};  last value avg {base['last_value']['mae']['avg']:.2f};"
           f"  historical average avg {base['historical_average']['mae']['avg']:.2f}")
-    print(f"done in {time.perf_counter() - t0:.0f}s. report: {out / 'report.md'}")
+    print(f"done in {steps.total()}. report: {out / 'report.md'}")
     return 0
 
 

@@ -140,6 +140,8 @@ class TrainConfig(_Section):
     """Use only this many (int) or this fraction (float) of training batches per epoch."""
     num_threads: int | None = Field(None, ge=1)
     progress: bool = True
+    """On a terminal, redraw a status line while each epoch trains (batches, loss, samples/s, time left);
+    the one line per epoch on stderr is printed either way (``--quiet`` turns both off)."""
     keep_freed_memory: bool | None = None
     """Keep freed memory in the process for reuse instead of unmapping it (glibc only; see
     :mod:`stmgt.runtime`): 2.5x faster CPU steps on Los-loop for ~20% more resident memory.

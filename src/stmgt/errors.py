@@ -13,10 +13,11 @@ ignored column), is a :class:`StmgtWarning` raised through :func:`warn`: a one-l
 from __future__ import annotations
 
 import re
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from stmgt.console import notice
 
 # numpy >= 2 scalar reprs (``np.int64(3)``, ``np.str_('a')``, ``np.True_``) that an f-string's ``!r`` lets
 # into a message; the user wrote 3 and 'a', so that is what the message shows.
@@ -76,7 +77,7 @@ def one_line_warnings() -> Iterator[None]:
 
         def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
             if issubclass(category, StmgtWarning):
-                print(f"stmgt: warning: {message}", file=sys.stderr)
+                notice(f"stmgt: warning: {message}")  # on a line of its own, not after a status line
             else:
                 default_show(message, category, filename, lineno, file, line)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import platform
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,9 +52,10 @@ def _build(stem: str, what: str, fallback: str):
         built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
     except Exception:
         built = False
-    if not built:
-        print(f"stmgt: compiling the CPU {what} kernel (once per machine, about a minute)",
-              file=sys.stderr, flush=True)
+    if not built:  # on a line of its own, the training's status line cleared first
+        from stmgt.console import notice
+
+        notice(f"stmgt: compiling the CPU {what} kernels (once per machine, about a minute)...")
     try:
         return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_FLAGS, verbose=False)
     except Exception as e:  # compiler missing, ninja missing, build failure

@@ -6,7 +6,6 @@ import csv
 import logging
 import os
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from stmgt.config import Config
+from stmgt.console import duration, notice
 from stmgt.data.panel import Panel
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
@@ -31,6 +31,7 @@ from stmgt.runtime import (
     resolve_precision,
 )
 from stmgt.training.module import ForecastTask, NonFiniteLoss
+from stmgt.training.progress import EpochProgress
 
 PARTIAL = ".partial-"
 """A run trains into ``RUN_DIR.partial-<pid>`` and is renamed to ``RUN_DIR`` once complete."""
@@ -109,7 +110,8 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 class EpochLog(Callback):
-    """One line per epoch on stderr (used where no progress bar is drawn: logs, CI, benchmarks)::
+    """One line per epoch on stderr, in a log as on a terminal (where it replaces the epoch's
+    :class:`~stmgt.training.progress.EpochProgress` line)::
 
         stmgt seed 0: epoch 3/6  train loss 0.0784  val MAE 3.697 (best 3.697)  8m40s
     """
@@ -129,9 +131,8 @@ class EpochLog(Callback):
         val = m.get("val_mae", float("nan"))
         self.best = min(self.best, val)
         loss = f"  train loss {m['train_loss']:.4f}" if "train_loss" in m else ""
-        dur = int(time.perf_counter() - self.t0)
-        print(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{loss}  val MAE {val:.3f}"
-              f" (best {self.best:.3f})  {dur // 60}m{dur % 60:02d}s", file=self.stream or sys.stderr, flush=True)
+        notice(f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{loss}  val MAE {val:.3f}"
+               f" (best {self.best:.3f})  {duration(time.perf_counter() - self.t0)}", self.stream)
 
 
 class AdaptiveThreads(Callback):
@@ -293,7 +294,7 @@ def _copy_history(src_run: Path | None, dst: Path, epoch: int) -> None:
 
 
 def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: str | Path | None = None,
-        overwrite: bool = False) -> Run:
+        overwrite: bool = False, quiet: bool = False, label: str | None = None) -> Run:
     """Train ``cfg.model`` on ``cfg.data`` (or on ``panel``) and write the run folder ``out_dir``.
 
     The checkpoint with the lowest validation MAE is kept (``model.safetensors``); training stops
@@ -305,6 +306,11 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     (weights, ``training.json``, ``manifest.json``); a folder already at ``out_dir`` is refused
     unless ``overwrite`` (it is then replaced at that moment: a failed training keeps it). Every
     check (output folder, data, checkpoint) is made before anything is written.
+
+    While training, each epoch ends with one line on stderr (:class:`EpochLog`), and on a terminal
+    a status line shows the epoch's progress (:class:`~stmgt.training.progress.EpochProgress`;
+    ``train.progress: false`` turns it off). Both start with ``label`` (default ``<model> seed
+    <seed>``); ``quiet`` prints neither.
     """
     _quiet_lightning()
     t = cfg.train
@@ -347,7 +353,8 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
     resumed_epoch = None if resume is None else int(check_checkpoint(resume, task)["epoch"])
     tmp = _make_partial(out, out_dir)
     try:
-        return _train(cfg, data, model, task, tmp, out, resume, resumed_epoch, source, overwrite, out_dir)
+        return _train(cfg, data, model, task, tmp, out, resume, resumed_epoch, source, overwrite, out_dir,
+                      None if quiet else label or f"{cfg.model.name} seed {t.seed}")
     except NonFiniteLoss as e:
         raise RunError(f"training loss became {e.value} at epoch {e.epoch} (batch {e.batch}); the learning rate"
                        f" (train.lr {t.lr:g}) is probably too high, or the data hold inf or extreme values: lower"
@@ -357,8 +364,9 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
 
 
 def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, out: Path, resume, resumed_epoch,
-           source: Path | None, overwrite: bool, out_dir) -> Run:
-    """The Lightning training of :func:`fit` in the temporary folder ``tmp``, renamed to ``out`` at the end."""
+           source: Path | None, overwrite: bool, out_dir, label: str | None) -> Run:
+    """The Lightning training of :func:`fit` in the temporary folder ``tmp``, renamed to ``out`` at the end;
+    ``label`` starts the epoch lines and status line (None: quiet)."""
     t = cfg.train
     run = Run(tmp)
     run.save_setup(cfg, data)
@@ -370,14 +378,15 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     best = RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
                          enable_version_counter=False, source=None if resume is None else Path(resume).parent)
     stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
-    bar = t.progress and sys.stdout.isatty()  # a bar only where someone watches a terminal
     callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None)]
     threads = None
     if t.devices * t.num_nodes == 1 and t.accelerator == "cpu" and explicit_threads(t.num_threads) is None:
         threads = AdaptiveThreads()
         callbacks.append(threads)
-    if not bar:
-        callbacks.append(EpochLog(f"{cfg.model.name} seed {t.seed}: "))
+    if label is not None:
+        callbacks.append(EpochLog(f"{label}: "))
+        if t.progress:  # a status line only where someone watches a terminal
+            callbacks.append(EpochProgress(f"{label}: "))
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator="gpu" if t.accelerator == "cuda" else t.accelerator,
@@ -390,7 +399,7 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
         gradient_clip_algorithm="norm",
         callbacks=callbacks,
         logger=False,
-        enable_progress_bar=bar,
+        enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_train_batches=t.limit_train_batches,
