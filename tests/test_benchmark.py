@@ -87,7 +87,9 @@ def test_bench_reports_both_precisions_with_their_peak(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["precision"] for r in rows] == ["32", "bf16-mixed"]
     for r in rows:
-        assert r["peak_gflops"] > 0 and abs(r["fraction_of_peak"] - r["achieved_gflops"] / r["peak_gflops"]) < 1e-3
+        # each figure is rounded to at least 3 significant figures (a CPU without native bf16 has a bf16 peak < 1)
+        assert r["peak_gflops"] > 0
+        assert r["fraction_of_peak"] == pytest.approx(r["achieved_gflops"] / r["peak_gflops"], rel=1e-2, abs=1e-3)
 
 
 def test_benchmark_retrains_a_seed_whose_result_was_not_recorded(tmp_path):

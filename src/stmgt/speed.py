@@ -195,7 +195,7 @@ def bench(model_name: str = "stmgt", nodes: int = 62, batch: int = 32, history: 
         "peak_memory_mb": round(peak, 1),
         "train_gflop_per_sample": figures["train_gflop_per_sample"],
         "achieved_gflops": figures["achieved_gflops"],
-        "peak_gflops": round(rate, 1),
+        "peak_gflops": _round(rate, 1),
         "fraction_of_peak": figures["fraction_of_peak"],
     }
 
