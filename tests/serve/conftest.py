@@ -64,7 +64,6 @@ class _Postgres:
         import os
         import shutil
         import socket
-        import subprocess
         import tempfile
 
         found = [d for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)

@@ -24,10 +24,15 @@ from stmgt.paths import sha256_file
 from stmgt.predict import MIN_COVERAGE, QUANTILES, forecast_table, panel_from_frame
 from stmgt.run_folder import Run
 from stmgt.serve.store import STORED_QUANTILES, Store, from_seconds, to_seconds
+from stmgt.serve.trust import road_status
 
 
 class NotEnoughHistory(StmgtError):
     """The store does not (yet) hold the model's history window (HTTP 409)."""
+
+
+class ForecastFailed(NotEnoughHistory):
+    """The store holds a window, but no forecast can be made from it (HTTP 409; ``/readyz`` not ready)."""
 
 
 class CachedRun(Run):
@@ -173,9 +178,11 @@ class ServedModel:
         try:
             table, ms = self.forecast_frame(df, "store", qs)
         except DataError as e:
-            raise NotEnoughHistory(str(e).replace("store: ", "the store: ", 1)) from None
+            raise ForecastFailed(str(e).replace("store: ", "the store: ", 1)) from None
+        last = store.last_observed(self.node_ids, min(lo, end - 86400), end + self.interval_s)
+        flagged = store.flagged_in(self.node_ids, lo, end + self.interval_s)
         entry = {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                 "compute_ms": ms, "seq": seq}
+                 "compute_ms": ms, "seq": seq, "roads": self.roads(df, lo, end, last, flagged)}
         store.save_forecast(self.name, self.version, end, table, ms)
         with self._cache_lock:
             self._cache[key] = entry
@@ -188,8 +195,31 @@ class ServedModel:
         qs = tuple(float(q) for q in quantiles)
         table, ms = self.forecast_frame(rows, "window", qs)
         end = to_seconds(table["issued_at"].iloc[0])
+        lo = end - (self.history - 1) * self.interval_s
+        secs = (rows["timestamp"].to_numpy().astype("datetime64[s]").astype("int64") if len(rows) else [])
+        df = pd.DataFrame({"ts": secs, "node_id": rows["node_id"].astype(str).to_numpy()})
+        last = df[df["ts"] < end + self.interval_s].groupby("node_id")["ts"].max().to_dict()
+        df = df.assign(timestamp=pd.to_datetime(df["ts"], unit="s"))
         return {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                "compute_ms": ms, "cached": False}
+                "compute_ms": ms, "cached": False, "roads": self.roads(df, lo, end, last, {})}
+
+    def roads(self, df: pd.DataFrame, lo: int, end: int, last: dict, flagged: dict) -> list[dict]:
+        """Per road of the window ``[lo, end]``: the fraction of its steps observed, its newest reading (seconds),
+        its flagged readings and its status (:func:`~stmgt.serve.trust.road_status`)."""
+        frac = dict.fromkeys(self.node_ids, 0.0)
+        if len(df):
+            ts = df["timestamp"].to_numpy().astype("datetime64[s]").astype("int64")
+            k = (ts - lo) // self.interval_s
+            ok = (k >= 0) & (k < self.history)
+            seen = pd.DataFrame({"n": df["node_id"].astype(str).to_numpy()[ok], "k": k[ok]}).drop_duplicates()
+            frac.update((seen.groupby("n").size() / self.history).to_dict())
+        out = []
+        for n in self.node_ids:
+            t = last.get(n)
+            out.append({"node_id": n, "observed_fraction": round(float(frac[n]), 4), "last_observed": t,
+                        "flagged_readings": int(flagged.get(n, 0)),
+                        "status": road_status(frac[n], t, end, self.interval_s)})
+        return out
 
 
 def load_models(run_dirs: list[str | Path]) -> dict[str, ServedModel]:
