@@ -292,3 +292,56 @@ def _dashboard_draws(url):
     assert out["fills12"] != out["fills1"] or len(set(out["fills1"])) == 1
     assert "<table>" in out["scores"]
     assert all(f.startswith("/v1/") for f in out["fetched"])  # nothing but this service
+
+
+XSS = '<img src=x onerror="document.title=\'pwned\'">'
+
+
+def test_no_script_from_data_reaches_the_dashboard(served, rows, tmp_path):
+    """Issue 21, security 3: a run folder, a city's units and a node id that are HTML run no script: the node
+    stand-in DOM sees no innerHTML write, and real Chromium draws them as text."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    run = tmp_path / "<img src=x onerror=alert(1)>"
+    shutil.copytree(served["gru"], run, ignore=shutil.ignore_patterns("checkpoints"))
+    meta = json.loads((run / "data.json").read_text())
+    meta["units"] = XSS
+    old = meta["node_ids"][1]
+    meta["node_ids"][1] = "<svg onload=alert(2)>"
+    (run / "data.json").write_text(json.dumps(meta))
+    (run / "manifest.json").unlink(missing_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(run, tmp_path / "x.db", port, "--no-auto-forecast")
+    try:
+        batch = [dict(r, node_id=meta["node_ids"][1]) if r["node_id"] == old else r for r in rows(-12)]
+        assert httpx.post(f"{url}/v1/observations", json={"observations": batch}).status_code == 200
+        assert httpx.get(f"{url}/v1/forecast").status_code == 200  # issued, then scored in the table
+        assert "script-src 'self'" in httpx.get(url + "/").headers["content-security-policy"]
+        node = shutil.which("node")
+        if node is not None:
+            app_js = Path(__file__).resolve().parents[2] / "src" / "stmgt" / "serve" / "static" / "app.js"
+            p = subprocess.run([node, str(Path(__file__).with_name("fake_dom.js")), str(app_js), url],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, p.stderr
+            out = json.loads(p.stdout.strip().splitlines()[-1])
+            assert out["htmlWrites"] == []  # nothing is ever parsed as HTML
+            page = out["page"]
+            assert "<img" not in page and "<svg onload" not in page
+            assert "&lt;img src=x onerror=alert(1)&gt;" in page  # the model's name, as text (scores, version)
+            assert "&lt;img src=x onerror=\"document.title" in page  # the units, as text (legend, chart title)
+            assert out["chartTitle"].startswith("<svg onload=alert(2)>: history and forecast (<img")
+        browser = shutil.which("chromium")
+        if browser is None:
+            pytest.skip("no chromium here (apt-get install chromium); the node stand-in DOM test ran")
+        cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+               "--dump-dom", url + "/"]
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+        assert 'id="map"' in dom and dom.count("<circle") == 8
+        assert "<title>stmgt live map</title>" in dom and "pwned" not in dom.split("</title>")[0]
+        assert "<img" not in dom and "onerror=alert" not in dom.replace("&lt;img src=x onerror=alert(1)&gt;", "")
+        assert "&lt;img src=x onerror=alert(1)&gt;" in dom  # drawn as text
+    finally:
+        stop(proc)
