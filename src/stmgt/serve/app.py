@@ -3,7 +3,7 @@
 ======  ======================  ==============================================================
 GET     ``/``                   the dashboard (a map of the roads, coloured by forecast)
 GET     ``/healthz``            the process answers
-GET     ``/readyz``             models loaded and the store reachable (503 otherwise)
+GET     ``/readyz``             models loaded, store reachable, no failing forecast (503 otherwise)
 GET     ``/metrics``            Prometheus text: requests, latency, forecast time, rows, store size, scores
 GET     ``/openapi.json``       the API description (no /docs page: it would load scripts from a CDN)
 GET     ``/v1/models``          served models (name, version, horizon, ...) and the store's newest time
