@@ -87,6 +87,19 @@ def test_no_timestamp_a_client_sends_prunes_young_rows_of_a_replayed_historical_
     assert kept(c) == 8
 
 
+def test_one_row_stamped_ahead_does_not_move_the_citys_forecast_window(make, rows):
+    c = make()
+    post(c, rows(-12))
+    before = c.get("/v1/forecast").json()
+    ahead = pd.Timestamp.now("UTC").tz_localize(None) + pd.Timedelta(hours=23)
+    assert post(c, [{"timestamp": ahead.isoformat(), "node_id": "road-000", "value": 50.0}]).status_code == 200
+    after = c.get("/v1/forecast")
+    assert after.status_code == 200, after.text
+    assert after.json()["window_end"] == before["window_end"]
+    assert _means(after.json()) == _means(before)
+    assert c.get("/readyz").json()["ready"] is True
+
+
 def test_the_accepted_time_window_is_the_operators(make):
     c = make(earliest="2000-01-01", max_future_hours=1)
     assert post(c, [{"timestamp": "2000-01-01T00:00", "node_id": "road-000", "value": 50.0}]).status_code == 200

@@ -96,6 +96,7 @@ class ServedModel:
         self._lock = threading.RLock()  # one forecast at a time per model
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()
+        self._latest_memo = None  # (store revision, store, window_latest)
         self.warm_up()  # load now (weights, lazily compiled kernels): /readyz means ready to forecast
 
     def warm_up(self) -> None:
@@ -142,7 +143,7 @@ class ServedModel:
         ``issued_at`` (wall clock, when computed), ``compute_ms`` and ``cached``.
         """
         qs = tuple(sorted(set(float(q) for q in quantiles) | set(STORED_QUANTILES)))
-        latest = store.latest(self.node_ids)
+        latest = self.window_latest(store)
         if latest is None:
             raise NotEnoughHistory(f"the store holds no observations of model {self.name}'s nodes yet;"
                                    " POST /v1/observations first")
@@ -156,6 +157,20 @@ class ServedModel:
             if hit is not None:
                 return hit
             return self._compute(key, store, lo, end, qs)
+
+    def window_latest(self, store: Store) -> int | None:
+        """Where the window ends: the newest time that at least a quarter of the roads have reached (so that one
+        road stamped ahead of the others, a wrong clock, does not move the whole city's window into an empty
+        future). Recomputed once per store revision."""
+        seq = store.seq
+        memo = self._latest_memo
+        if memo is not None and memo[0] == seq and memo[1] is store:
+            return memo[2]
+        per_node = sorted(store.latest_per_node(self.node_ids).values(), reverse=True)
+        k = max(1, -(-len(self.node_ids) // 4))
+        latest = per_node[min(k, len(per_node)) - 1] if per_node else None
+        self._latest_memo = (seq, store, latest)
+        return latest
 
     def _cached(self, key, store: Store, lo: int) -> dict | None:
         with self._cache_lock:

@@ -502,6 +502,15 @@ class Store:
             return self._latest
         return self._one(f"SELECT MAX(ts) FROM obs WHERE flag = 0 AND node IN ({_marks(nodes)})", tuple(nodes))
 
+    def latest_per_node(self, nodes: list[str]) -> dict[str, int]:
+        """Per node, its newest unflagged observation time (nodes without one are absent); one indexed query each."""
+        out = {}
+        for n in nodes:
+            t = self._one("SELECT MAX(ts) FROM obs WHERE node = ? AND flag = 0", (n,))
+            if t is not None:
+                out[n] = t
+        return out
+
     def last_observed(self, nodes: list[str], lo: int, hi: int) -> dict[str, int]:
         """Per node, the newest unflagged observation time in ``[lo, hi)`` (nodes without one are absent)."""
         rows = self.backend.query(f"SELECT node, MAX(ts) FROM obs WHERE flag = 0 AND ts >= ? AND ts < ? AND node IN"
