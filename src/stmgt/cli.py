@@ -236,10 +236,17 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    " stmgt-serve.db) or a SQLAlchemy URL")
     v.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key that writes need")
     v.add_argument("--retention-days", type=float, default=7.0, help="keep observations and forecasts this many"
-                   " days before the newest observation (default 7)")
+                   " days after they were acknowledged, on the server's clock (default 7; 0: keep everything)")
     v.add_argument("--max-batch", type=int, default=5000, help="most observations per POST (default 5000)")
     v.add_argument("--max-future-hours", type=float, default=24.0,
                    help="refuse timestamps further ahead of the server clock (default 24)")
+    v.add_argument("--earliest", default="1970-01-01", help="refuse timestamps before this date (default"
+                   " 1970-01-01)")
+    v.add_argument("--plausible-std", type=float, default=6.0, help="a reading further than this many training"
+                   " standard deviations from the training mean is stored flagged and treated as missing"
+                   " (default 6)")
+    v.add_argument("--value-range", metavar="LO:HI|FILE", help="the plausible range of every road (e.g. 0:200),"
+                   " or a CSV file node_id,low,high with one per road (instead of --plausible-std)")
     v.add_argument("--score-window-hours", type=float, default=24.0, help="live scores over this many hours"
                    " of forecast targets (default 24)")
     v.add_argument("--no-auto-forecast", action="store_true", help="issue forecasts only when asked (default:"
@@ -522,22 +529,56 @@ def _cmd_serve(a) -> int:
 
     from stmgt.serve.app import Service, create_app
 
+    if not 0 <= a.port <= 65535:
+        raise StmgtError(f"--port {a.port}: give a port between 1 and 65535 (0: any free port)")
     torch.set_num_threads(max(1, a.threads))
     key = _api_key(a.api_key_env)
+    sock = _listen(a.host, a.port)  # before loading anything: a taken port is refused at once
     service = Service(a.run_dirs, db=a.db, api_key=key, retention_days=a.retention_days, max_batch=a.max_batch,
                       max_future_hours=a.max_future_hours, score_window_hours=a.score_window_hours,
-                      auto_forecast=not a.no_auto_forecast)
+                      auto_forecast=not a.no_auto_forecast, earliest=a.earliest, plausible_std=a.plausible_std,
+                      value_range=a.value_range)
     for m in service.models.values():
         print(f"serving {m.name} (version {m.version}, {m.model_name}, {len(m.node_ids)} nodes)")
-    print(f"store: {a.db}; writes {'need the API key' if key else 'are open (no --api-key-env)'};"
-          f" map: http://{a.host}:{a.port}/")
-    uvicorn.run(create_app(service), host=a.host, port=a.port, log_level="warning", access_log=False)
+    port = sock.getsockname()[1]
+    from stmgt.serve.store import _hide_password
+
+    print(f"store: {_hide_password(a.db) if '://' in a.db else a.db}; writes"
+          f" {'need the API key' if key else 'are open (no --api-key-env)'}; map: http://{a.host}:{port}/", flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        service.store.close()
     return 0
 
 
-def _cmd_replay(a) -> int:
-    from stmgt.serve.replay import load_panel, replay
+def _listen(host: str, port: int):
+    """A listening socket on ``host:port`` (a taken port or an unknown host is one line, before the models load)."""
+    import socket
 
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise StmgtError(f"--host {host!r}: not an address of this machine ({e})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise StmgtError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}); is another"
+                         " service on that port? give another --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _cmd_replay(a) -> int:
+    from stmgt.serve.replay import check_url, load_panel, replay
+
+    check_url(a.to)
     panel = load_panel(a.data, a.format, a.nodes, a.days, a.seed)
     print(f"replaying {panel.summary().splitlines()[0]} -> {a.to} (speed {a.speed:g}, from {a.start})")
     replay(panel, a.to, speed=a.speed, start=a.start, batch=a.batch, api_key=_api_key(a.api_key_env),

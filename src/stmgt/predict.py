@@ -130,6 +130,7 @@ def panel_from_frame(run: Run, df: pd.DataFrame, path: str, *, min_coverage: flo
     node_ids = [str(n) for n in meta["node_ids"]]
     col = _node_columns(df, path, name, node_ids)
     ts = parse_timestamps(df["timestamp"], name)
+    _refuse_booleans(df["value"], name)
     values = numeric_column(df["value"], name, "value", allow_missing=True)
     names = meta["covariate_names"]
     cov_cols = _covariate_columns(df, path, name, names)
@@ -146,6 +147,15 @@ def panel_from_frame(run: Run, df: pd.DataFrame, path: str, *, min_coverage: flo
     return Panel(values=values_tn.astype(np.float32), timestamps=grid.to_numpy(), edge_index=ei,
                  edge_weight=ew, node_ids=node_ids, covariates=cov, covariate_names=names, name=name,
                  units=meta["units"])
+
+
+def _refuse_booleans(col: pd.Series, name: str) -> None:
+    """Refuse a true/false ``value`` column (parquet booleans would otherwise read as readings of 0 and 1)."""
+    flags = col.map(lambda x: isinstance(x, (bool, np.bool_))) if col.dtype == object else None
+    if pd.api.types.is_bool_dtype(col.dtype) or (flags is not None and flags.any()):
+        i = 0 if flags is None else int(np.argmax(flags.to_numpy()))
+        raise DataError(f"{row_location(name, i)}: value {col.iloc[i]!r} is true/false, not a reading; the value"
+                        " column must hold numbers (the readings in the units the model was trained on)")
 
 
 def _check_min_coverage(min_coverage: float) -> None:

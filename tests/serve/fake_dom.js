@@ -3,21 +3,33 @@
 // usage: node fake_dom.js APP_JS BASE_URL
 "use strict";
 const [appJs, BASE] = process.argv.slice(2);
+const htmlWrites = []; // every assignment to innerHTML (the dashboard must make none: data is text, never markup)
 class El {
   constructor(tag) {
-    Object.assign(this, { tag, children: [], attrs: {}, listeners: {}, textContent: "", innerHTML: "", options: [], value: "" });
+    Object.assign(this, { tag, children: [], attrs: {}, listeners: {}, textContent: "", options: [], value: "" });
     this.namespaceURI = "svg";
   }
+  set innerHTML(v) { htmlWrites.push(String(v)); }
+  get innerHTML() { return serialize(this, true); }
   setAttribute(k, v) { this.attrs[k] = String(v); }
   appendChild(c) { this.children.push(c); if (this.tag === "select") this.options.push(c); return c; }
   removeChild(c) { this.children = this.children.filter((x) => x !== c); }
   get firstChild() { return this.children[0]; }
   addEventListener(ev, f) { this.listeners[ev] = f; }
 }
+const esc = (t) => String(t).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+function serialize(e, inner) { // the markup a browser would show for what was built: texts escaped
+  if (e.tag === "#text") return esc(e.textContent);
+  const body = e.children.length ? e.children.map((c) => serialize(c)).join("") : esc(e.textContent);
+  if (inner) return body;
+  const attrs = Object.entries(e.attrs).map(([k, v]) => ` ${k}="${esc(v).replace(/"/g, "&quot;")}"`).join("");
+  return `<${e.tag}${attrs}>${body}</${e.tag}>`;
+}
 const ids = ["map", "legend", "message", "chartTitle", "chart", "scores", "model", "step", "stepLabel", "latest",
   "version", "refreshed"];
 const els = Object.fromEntries(ids.map((id) => [id, new El(id === "model" ? "select" : "div")]));
-global.document = { getElementById: (id) => els[id], createElementNS: (ns, t) => new El(t), createElement: (t) => new El(t) };
+global.document = { getElementById: (id) => els[id], createElementNS: (ns, t) => new El(t), createElement: (t) => new El(t),
+  createTextNode: (t) => Object.assign(new El("#text"), { textContent: String(t) }) };
 global.location = { search: "" };
 const realFetch = fetch;
 const fetched = [];
@@ -39,6 +51,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   out.fills12 = fills();
   out.scores = els.scores.innerHTML;
   out.fetched = fetched;
+  out.htmlWrites = htmlWrites;
+  out.page = ids.map((id) => serialize(els[id])).join("\n");
+  out.statuses = els.map.children.filter((c) => c.tag === "circle").map((c) => c.attrs["data-status"]);
   console.log(JSON.stringify(out));
   process.exit(0);
 })();

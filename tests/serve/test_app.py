@@ -43,7 +43,8 @@ def post(c, rows, **kw):
 def test_health_ready_models_graph_and_openapi(make, served):
     c = make(runs=("gru", "stmgt"))
     assert c.get("/healthz").json() == {"status": "ok"}
-    assert c.get("/readyz").json() == {"ready": True, "store": True, "models": True}
+    assert c.get("/readyz").json() == {"ready": True, "store": True, "models": True,
+                                       "forecasts": {"gru": "none yet", "stmgt": "none yet"}}
     info = c.get("/v1/models").json()
     assert [m["name"] for m in info["models"]] == ["gru", "stmgt"] and info["default"] == "gru"
     gru = info["models"][0]
@@ -103,7 +104,8 @@ def test_ingest_is_an_idempotent_upsert_and_accepts_out_of_order_rows(make, rows
     post(c, [changed])
     one = c.get(f"/v1/observations?nodes={changed['node_id']}&since={changed['timestamp']}"
                 f"&until={changed['timestamp']}").json()["observations"]
-    assert one == [{"timestamp": changed["timestamp"], "node_id": changed["node_id"], "value": 1.25}]
+    assert one == [{"timestamp": changed["timestamp"], "node_id": changed["node_id"], "value": 1.25,
+                    "flagged": False}]
 
 
 def test_get_observations_filters_and_refusals(make, rows):
@@ -133,7 +135,7 @@ def _refusal(c, row, index=1, **kw):
     ({"timestamp": "2999-01-01T00:00", "node_id": "road-000", "value": 1}, "timestamp", "ahead of the server clock"),
     ({"node_id": "road-000", "value": 1}, "timestamp", "Field required"),
     ({"timestamp": "2024-01-03T10:00", "node_id": "road-000", "value": 1, "speed": 2}, "speed", "Extra inputs"),
-    ({"timestamp": "2024-01-03T10:00", "node_id": "road-000", "value": 1, "covariates": {"snow": 1}},
+    ({"timestamp": "2024-01-03T10:00", "node_id": "road-001", "value": 1, "covariates": {"snow": 1}},
      "covariates.snow", "not a covariate"),
 ])
 def test_bad_rows_are_refused_naming_row_and_field(make, row, field, text):
@@ -163,7 +165,7 @@ def test_oversize_and_empty_batches_are_refused(make, rows):
     assert post(c, []).json()["detail"] == "observations: the batch is empty; send at least one observation"
     huge = {"observations": [{"timestamp": "2024-01-03T10:00", "node_id": "road-000", "value": 1.0}] * 2000}
     r = c.post("/v1/observations", json=huge)
-    assert r.status_code == 422 and r.json()["detail"].startswith("body: ")
+    assert r.status_code == 413 and r.json()["detail"].startswith("body: more than 75776 bytes")
     assert c.post("/v1/observations", json={"rows": []}).json()["detail"].startswith("observations: Field required")
 
 

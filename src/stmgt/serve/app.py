@@ -3,7 +3,7 @@
 ======  ======================  ==============================================================
 GET     ``/``                   the dashboard (a map of the roads, coloured by forecast)
 GET     ``/healthz``            the process answers
-GET     ``/readyz``             models loaded and the store reachable (503 otherwise)
+GET     ``/readyz``             models loaded, store reachable, no failing forecast (503 otherwise)
 GET     ``/metrics``            Prometheus text: requests, latency, forecast time, rows, store size, scores
 GET     ``/openapi.json``       the API description (no /docs page: it would load scripts from a CDN)
 GET     ``/v1/models``          served models (name, version, horizon, ...) and the store's newest time
@@ -15,9 +15,12 @@ POST    ``/v1/forecast``        forecast from an explicit window of observations
 GET     ``/v1/scores``          live MAE per step and 80%/90% interval coverage of issued forecasts
 ======  ======================  ==============================================================
 
-Every refusal answers ``{"detail": "<one line>"}``: 401 without the API key, 404 for an unknown
-model, 409 when the store does not hold the model's history yet, 422 for a bad request (naming
-the row index and field of a bad observation).
+Every refusal answers ``{"detail": "<one line>"}``: 401 without the API key (checked before the
+body is read), 404 for an unknown model, 409 when the store does not hold the model's history
+yet, 413 for a body over the limit (counted while it streams, chunked or not), 422 for a bad
+request (naming the row index and field of a bad observation, or the query parameter), 503 when
+the store cannot write. Every answer carries a ``Content-Security-Policy`` that allows scripts
+from this service's ``/static`` files only (no inline script).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -45,14 +49,37 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stmgt.errors import StmgtError
 from stmgt.predict import QUANTILES, quantile_column
-from stmgt.serve.forecasting import NotEnoughHistory, ServedModel, load_models
+from stmgt.serve.forecasting import ForecastFailed, NotEnoughHistory, ServedModel, load_models
 from stmgt.serve.metrics import Metrics
 from stmgt.serve.scoring import Scorer
-from stmgt.serve.store import Store, from_seconds, to_seconds
+from stmgt.serve.store import Store, StoreUnavailable, from_seconds, to_seconds
+from stmgt.serve.trust import PLAUSIBLE_STD, Trust, parse_value_range
 
 log = logging.getLogger("stmgt.serve")
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 _EPOCH, _SECOND = datetime(1970, 1, 1), timedelta(seconds=1)
+#: The latest time a query may name: pandas' last timestamp (2262-04-11).
+MAX_SECONDS = int(pd.Timestamp.max.value // 1_000_000_000)
+#: The routes that write (they need the API key where one is set).
+WRITE_ROUTES = {("POST", "/v1/observations")}
+#: Headers of every answer: no inline script, no framing, no content sniffing (the dashboard loads
+#: /static/app.js and /static/style.css only, and fetches this service only).
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+                                 b" connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none';"
+                                 b" frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+
+
+def _short(x, n: int = 60) -> str:
+    """``x`` as text, cut to ``n`` characters (a refusal never echoes a huge value whole)."""
+    t = str(x)
+    return t if len(t) <= n else t[:n] + f"... ({len(t)} characters)"
+
+
+def iso_seconds(s: int) -> str:
+    """Seconds since 1970 as ISO 8601 (any year 1..9999, unlike pandas)."""
+    return (_EPOCH + timedelta(seconds=int(s))).isoformat()
 
 
 class ApiError(Exception):
@@ -86,6 +113,15 @@ class Observation(BaseModel):
             return str(v)
         return v
 
+    @field_validator("covariates", mode="before")
+    @classmethod
+    def _covariate_numbers(cls, v):
+        if isinstance(v, dict):
+            for name, x in v.items():
+                if isinstance(x, bool) or not isinstance(x, (int, float)):
+                    raise ValueError(f"{_short(name)}: must be a JSON number, got {_short(x)!r}")
+        return v
+
 
 class ObservationBatch(BaseModel):
     """``POST /v1/observations`` body."""
@@ -110,10 +146,31 @@ class Service:
 
     def __init__(self, run_dirs, db: str = "stmgt-serve.db", api_key: str | None = None,
                  retention_days: float = 7.0, max_batch: int = 5000, max_future_hours: float = 24.0,
-                 score_window_hours: float = 24.0, auto_forecast: bool = True, settle_seconds: float = 0.5):
+                 score_window_hours: float = 24.0, auto_forecast: bool = True, settle_seconds: float = 0.5,
+                 earliest: str = "1970-01-01", plausible_std: float = PLAUSIBLE_STD, value_range: str | None = None,
+                 exclusive: bool = True, clock: Callable[[], float] = time.time):
+        if not retention_days >= 0:
+            raise StmgtError(f"--retention-days {retention_days:g}: give 0 (keep everything) or more days")
+        if not (max_future_hours >= 0 and math.isfinite(max_future_hours)):
+            raise StmgtError(f"--max-future-hours {max_future_hours:g}: give a number of hours, 0 or more")
+        if max_batch < 1:
+            raise StmgtError(f"--max-batch {max_batch}: give at least 1")
+        try:
+            t = pd.Timestamp(earliest)
+            if t.tzinfo is not None:
+                t = t.tz_convert("UTC").tz_localize(None)
+            self.earliest = t.to_pydatetime()
+            if pd.isna(t) or self.earliest < _EPOCH:
+                raise ValueError
+        except (ValueError, TypeError, OverflowError):
+            raise StmgtError(f"--earliest {earliest!r}: give a date on or after 1970-01-01 (e.g. 2000-01-01);"
+                             " older timestamps are refused") from None
+        self.clock = clock
         self.models: dict[str, ServedModel] = load_models(list(run_dirs))
         self.default = next(iter(self.models))
-        self.store = Store(db, retention_days=retention_days)
+        first = self.models[self.default]
+        self.trust = Trust(self.models.values(), plausible_std, parse_value_range(value_range, first.node_ids))
+        self.store = Store(db, retention_days=retention_days, exclusive=exclusive, clock=clock)
         self.metrics = Metrics()
         self.scorer = Scorer(self.store, score_window_hours)
         self.api_key = api_key or None
@@ -121,7 +178,7 @@ class Service:
         self.max_future = timedelta(hours=max_future_hours)
         self.auto_forecast = auto_forecast
         self.settle = settle_seconds
-        first = self.models[self.default]
+        self.forecast_state: dict[str, str] = dict.fromkeys(self.models, "none yet")
         self.node_ids = first.node_ids
         self.nodes = set(first.node_ids)
         self.covariates = sorted({c for m in self.models.values() for c in m.covariates})
@@ -140,40 +197,73 @@ class Service:
         return m
 
     def check_rows(self, obs: list[Observation], field: str = "observations") -> tuple[list, list]:
-        """Validate a batch (size, nodes, future, covariate names) -> ``(rows, covariates)`` for the store."""
+        """Validate a batch (size, nodes, time window, covariate names, duplicates) and flag implausible
+        readings -> ``(rows, covariates)`` for the store: ``(node, ts, value, flag)`` and ``(ts, name, value, flag)``.
+        """
         if len(obs) > self.max_batch:
             raise ApiError(422, f"{field}: {len(obs)} rows in one batch; at most {self.max_batch} (split the batch)")
         if not obs:
             raise ApiError(422, f"{field}: the batch is empty; send at least one observation")
-        horizon = datetime.now(timezone.utc).replace(tzinfo=None) + self.max_future
+        now = datetime.fromtimestamp(self.clock(), timezone.utc).replace(tzinfo=None)
+        horizon = now + self.max_future
         rows, covs = [], []
+        seen: dict[tuple, tuple[int, float]] = {}
+        seen_cov: dict[tuple, tuple[int, float]] = {}
         for i, o in enumerate(obs):
             if o.node_id not in self.nodes:
-                raise ApiError(422, f"{field}[{i}].node_id: {o.node_id!r} is not a node of the served models"
+                raise ApiError(422, f"{field}[{i}].node_id: {_short(o.node_id)!r} is not a node of the served models"
                                     f" ({len(self.nodes)} nodes, e.g. {self.node_ids[0]!r}); row {i} rejected")
             ts = o.timestamp
-            if ts.tzinfo is not None:
-                ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+            try:
+                if ts.tzinfo is not None:
+                    ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+            except (OverflowError, ValueError):
+                ts = datetime.min if ts.year < 1000 else datetime.max
             if ts > horizon:
                 raise ApiError(422, f"{field}[{i}].timestamp: {ts.isoformat()} is more than"
                                     f" {self.max_future.total_seconds() / 3600:g} h ahead of the server clock"
-                                    f" ({datetime.now(timezone.utc).replace(tzinfo=None):%Y-%m-%dT%H:%M}); row {i}"
-                                    " rejected")
+                                    f" ({now:%Y-%m-%dT%H:%M}, --max-future-hours); row {i} rejected")
+            if ts < self.earliest:
+                raise ApiError(422, f"{field}[{i}].timestamp: {ts.isoformat()} is before {self.earliest:%Y-%m-%d},"
+                                    f" the earliest time accepted (--earliest); row {i} rejected")
             s = (ts - _EPOCH) // _SECOND
-            rows.append((o.node_id, s, float(o.value)))
-            for name, v in (o.covariates or {}).items():
+            v = float(o.value)
+            prev = seen.get((o.node_id, s))
+            if prev is not None:
+                if prev[1] != v:
+                    raise ApiError(422, f"{field}[{i}]: node {_short(o.node_id)!r} at {ts.isoformat()} is also row"
+                                        f" {prev[0]}, with another value ({prev[1]:g}, here {v:g}); send one reading"
+                                        f" per node and time; row {i} rejected")
+            else:
+                seen[(o.node_id, s)] = (i, v)
+                rows.append((o.node_id, s, v, 0 if self.trust.value_ok(o.node_id, v) else 1))
+            for name, x in (o.covariates or {}).items():
                 if name not in self.covariates:
-                    raise ApiError(422, f"{field}[{i}].covariates.{name}: not a covariate of the served models"
-                                        f" ({', '.join(self.covariates) or 'none'}); row {i} rejected")
-                covs.append((s, name, float(v)))
+                    raise ApiError(422, f"{field}[{i}].covariates.{_short(name)}: not a covariate of the served"
+                                        f" models ({', '.join(self.covariates) or 'none'}); row {i} rejected")
+                x = float(x)
+                prev = seen_cov.get((s, name))
+                if prev is not None:
+                    if prev[1] != x:
+                        raise ApiError(422, f"{field}[{i}].covariates.{name}: {x:g} at {ts.isoformat()}, but row"
+                                            f" {prev[0]} gives {prev[1]:g} for the same time; covariates are one"
+                                            f" value per time; row {i} rejected")
+                    continue
+                seen_cov[(s, name)] = (i, x)
+                covs.append((s, name, x, 0 if self.trust.covariate_ok(name, x) else 1))
         return rows, covs
+
+    def refused(self, rows: int, status: int) -> None:
+        """Count a refused batch of ``rows`` observations (``/metrics``)."""
+        self.metrics.count("stmgt_observation_batches_refused_total", {"status": str(status)})
+        self.metrics.count("stmgt_observations_refused_total", {}, rows)
 
     def frame(self, obs: list[Observation]) -> pd.DataFrame:
         """An explicit window as the long table :func:`stmgt.predict.panel_from_frame` reads."""
         rows, covs = self.check_rows(obs)
-        df = pd.DataFrame(rows, columns=["node_id", "ts", "value"])
+        df = pd.DataFrame([r[:3] for r in rows if not r[3]], columns=["node_id", "ts", "value"])
         for name in self.covariates:
-            d = {s: v for s, n, v in covs if n == name}
+            d = {s: v for s, n, v, f in covs if n == name and not f}
             df[name] = df["ts"].map(d)
         df.insert(0, "timestamp", pd.to_datetime(df.pop("ts"), unit="s"))
         return df
@@ -215,7 +305,7 @@ class Service:
         n = 0
         for m in self.models.values():
             try:
-                r = m.forecast_from_store(self.store)
+                r = self.forecast(m)
                 self.metrics.forecast(m.name, r["compute_ms"] / 1000, r["cached"])
                 n += 1
             except NotEnoughHistory:
@@ -223,6 +313,29 @@ class Service:
             except Exception:  # keep issuing for the other models; the error is logged
                 log.exception("forecast of %s failed", m.name)
         return n
+
+    def forecast(self, m: ServedModel, quantiles=QUANTILES) -> dict:
+        """``m``'s forecast from the store, its outcome kept for ``/readyz`` and counted in ``/metrics``."""
+        try:
+            r = m.forecast_from_store(self.store, quantiles)
+        except ForecastFailed as e:
+            self._failed(m, str(e))
+            raise
+        except NotEnoughHistory as e:
+            self.forecast_state[m.name] = f"waiting: {e}"
+            raise
+        except StoreUnavailable as e:
+            self._failed(m, str(e))
+            raise
+        except Exception as e:
+            self._failed(m, f"{type(e).__name__}: {e}")
+            raise
+        self.forecast_state[m.name] = "ok"
+        return r
+
+    def _failed(self, m: ServedModel, why: str) -> None:
+        self.forecast_state[m.name] = "failed: " + " ".join(why.split())
+        self.metrics.count("stmgt_forecast_failures_total", {"model": m.name})
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -237,13 +350,24 @@ def _parse_list(text: str | None) -> list[str] | None:
 
 
 def _parse_time(text: str | None, what: str) -> int | None:
+    """A query's time (ISO 8601, or seconds since 1970) as seconds; 422 naming the parameter otherwise."""
     if text is None or text == "":
         return None
+    t = text.strip()
     try:
-        return int(float(text)) if text.replace(".", "", 1).isdigit() else to_seconds(pd.Timestamp(text))
-    except (ValueError, TypeError):
-        raise ApiError(422, f"{what}: {text!r} is not a timestamp (ISO 8601, e.g. 2024-01-03T08:00,"
-                            " or seconds since 1970)") from None
+        if re.fullmatch(r"[0-9]+(\.[0-9]*)?", t):
+            v = int(float(t)) if len(t) < 20 else MAX_SECONDS + 1
+        else:
+            v = to_seconds(pd.Timestamp(t))
+    except (ValueError, TypeError, OverflowError):
+        v = None
+    if v is None:
+        raise ApiError(422, f"{what}: {_short(text)!r} is not a timestamp (ISO 8601, e.g. 2024-01-03T08:00,"
+                            " or seconds since 1970)")
+    if not 0 <= v <= MAX_SECONDS:
+        raise ApiError(422, f"{what}: {_short(text)!r} is outside 1970-01-01 .. {pd.Timestamp.max:%Y-%m-%d}"
+                            " (ISO 8601, or seconds since 1970)")
+    return v
 
 
 def _quantiles(qs) -> tuple[float, ...]:
@@ -267,7 +391,7 @@ def _select(model: ServedModel, nodes, steps) -> tuple[list[str] | None, list[in
     if nodes:
         bad = [n for n in nodes if n not in model.node_ids]
         if bad:
-            raise ApiError(422, f"nodes: {bad[0]!r} is not a node of model {model.name}")
+            raise ApiError(422, f"nodes: {_short(bad[0])!r} is not a node of model {model.name}")
     if steps:
         try:
             steps = [int(s) for s in steps]
@@ -293,11 +417,15 @@ def forecast_body(model: ServedModel, res: dict, quantiles, nodes=None, steps=No
              "std": round(float(sd), 4), "quantiles": {f"{q:g}": v for q, v in zip(quantiles, qq)}}
             for s, tt, n, mu, sd, qq in zip(t["step"].tolist(), ts, t["node_id"].tolist(), t["mean"].tolist(),
                                             t["std"].tolist(), qv)]
+    roads = [{**r, "last_observed_at": None if r["last_observed"] is None else iso_seconds(r["last_observed"])}
+             for r in res.get("roads", []) if not nodes or r["node_id"] in nodes]
+    for r in roads:
+        del r["last_observed"]
     return {"model": model.name, "version": model.version, "window_end": _iso(from_seconds(res["window_end"])),
             "issued_at": _iso(res["issued_at"]), "compute_ms": round(res["compute_ms"], 3),
             "cached": res["cached"], "units": model.meta.get("units", ""),
             "interval_minutes": model.meta["interval_minutes"], "calibrated": model.calibrated,
-            "quantiles": [float(q) for q in quantiles], "forecasts": rows}
+            "quantiles": [float(q) for q in quantiles], "roads": roads, "forecasts": rows}
 
 
 # ---------------------------------------------------------------------------- the app
@@ -307,8 +435,8 @@ def create_app(service: Service) -> FastAPI:
                   lifespan=_lifespan(service), description="Live observations in, calibrated traffic forecasts out.")
     app.state.service = service
     app.mount("/static", StaticFiles(directory=str(_static())), name="static")
-    _add_error_handlers(app)
-    _add_request_metrics(app, service)
+    _add_error_handlers(app, service)
+    app.add_middleware(_Gate, service=service)
     # this order keeps the routes' order, and so the order of the paths in /openapi.json
     for router in (_dashboard_router(), _health_router(service), _model_router(service),
                    _observation_router(service), _forecast_router(service)):
@@ -335,38 +463,131 @@ def _lifespan(service: Service):
     return lifespan
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    """Every refusal as ``{"detail": "<one line>"}``: an :class:`ApiError` with its status, a bad request 422."""
+def _add_error_handlers(app: FastAPI, service: Service) -> None:
+    """Every refusal as ``{"detail": "<one line>"}``: an :class:`ApiError` with its status, a bad request 422,
+    a store that cannot write 503."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
+        if request.method == "POST" and request.url.path == "/v1/observations" and e.status in (401, 422):
+            service.refused(_rows_in(getattr(request.state, "batch", None)), e.status)
         return JSONResponse({"detail": e.detail}, status_code=e.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError):
+        if request.method == "POST" and request.url.path == "/v1/observations":
+            service.refused(_rows_in(getattr(e, "body", None)), 422)
         return JSONResponse({"detail": _validation_message(e.errors())}, status_code=422)
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store(request: Request, e: StoreUnavailable):
+        log.error("%s", e)
+        return JSONResponse({"detail": " ".join(str(e).split())}, status_code=503)
 
-def _add_request_metrics(app: FastAPI, service: Service) -> None:
-    """Count and time every request by route; refuse a POST body over the batch limit before reading it."""
-    max_body = service.max_batch * 1024 + 65536
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
+def _rows_in(body) -> int:
+    """The number of observations in a (parsed) batch, where it is one."""
+    if isinstance(body, dict) and isinstance(body.get("observations"), list):
+        return len(body["observations"])
+    if isinstance(body, ObservationBatch):
+        return len(body.observations)
+    return 0
+
+
+def _json_refusal(status: int, detail: str) -> tuple[dict, dict]:
+    body = json.dumps({"detail": detail}).encode()
+    return ({"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         (b"connection", b"close")]},
+            {"type": "http.response.body", "body": body})
+
+
+class _Gate:
+    """The outermost layer of the app (plain ASGI), before anything reads a body:
+
+    * a write route without the right ``X-API-Key`` is refused (401) before a byte of its body is read;
+    * a body is counted while it streams (``Content-Length`` or chunked): over ``max_body`` bytes it is
+      refused (413) and the rest is never read; under it, the route reads it from memory;
+    * every answer gets :data:`SECURITY_HEADERS`; every request is counted and timed by route template.
+    """
+
+    def __init__(self, app, service: Service):
+        self.app, self.service = app, service
+        self.max_body = service.max_batch * 1024 + 65536
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        if request.method == "POST":
-            n = request.headers.get("content-length")
-            if n is not None and n.isdigit() and int(n) > max_body:
-                resp = JSONResponse({"detail": f"body: {int(n)} bytes; at most {max_body} (at most"
-                                               f" {service.max_batch} observations per batch)"}, status_code=422)
-                service.metrics.request(request.url.path if request.url.path.startswith("/v1/") else "other",
-                                        request.method, 422, time.perf_counter() - t0)
-                return resp
-        resp = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", None) or "unmatched"
-        service.metrics.request(path, request.method, resp.status_code, time.perf_counter() - t0)
-        return resp
+        method, path = scope["method"], scope["path"]
+        status = [500]
+
+        async def send_secured(msg):
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+                msg = {**msg, "headers": [*msg.get("headers", []), *SECURITY_HEADERS]}
+            await send(msg)
+
+        refusal = self._key_refusal(scope) if (method, path) in WRITE_ROUTES else None
+        body = b""
+        if refusal is None:
+            body, refusal = await self._read(scope, receive)
+        if refusal is not None:
+            code, detail = refusal
+            if path == "/v1/observations" and method == "POST":
+                self.service.refused(0, code)
+            for msg in _json_refusal(code, detail):
+                await send_secured(msg)
+            self.service.metrics.request(path if path.startswith("/v1/") else "other", method, code,
+                                         time.perf_counter() - t0)
+            return
+        if body is None:  # the client went away
+            return
+        sent = [False]
+
+        async def replay():
+            if not sent[0]:
+                sent[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        try:
+            await self.app(scope, replay, send_secured)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.service.metrics.request(route, method, status[0], time.perf_counter() - t0)
+
+    def _key_refusal(self, scope) -> tuple[int, str] | None:
+        key = self.service.api_key
+        if key is None:
+            return None
+        sent = [v for k, v in scope.get("headers", []) if k == b"x-api-key"]
+        if not sent:
+            return 401, "writing needs the service's API key in the X-API-Key header"
+        if not hmac.compare_digest(sent[0], key.encode()):
+            return 401, "the X-API-Key header does not match the service's API key"
+        return None
+
+    async def _read(self, scope, receive) -> tuple[bytes | None, tuple[int, str] | None]:
+        limit = self.max_body
+        too_big = (413, f"body: more than {limit} bytes; at most {limit} (at most {self.service.max_batch}"
+                        " observations per batch: split it)")
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > limit:
+                return None, too_big
+        chunks, n = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None, None
+            part = msg.get("body", b"")
+            n += len(part)
+            if n > limit:
+                return None, too_big
+            if part:
+                chunks.append(part)
+            if not msg.get("more_body", False):
+                return b"".join(chunks), None
 
 
 def _need_key(service: Service, key: str | None) -> None:
@@ -401,7 +622,10 @@ def _health_router(service: Service) -> APIRouter:
     def readyz():
         ok_store = service.store.ping()
         ok_models = all(m.run.model() is not None for m in service.models.values())
-        body = {"ready": ok_store and ok_models, "store": ok_store, "models": ok_models}
+        states = dict(service.forecast_state)
+        ok_forecasts = not any(v.startswith("failed") for v in states.values())
+        body = {"ready": ok_store and ok_models and ok_forecasts, "store": ok_store, "models": ok_models,
+                "forecasts": states}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
@@ -416,7 +640,13 @@ def _gauges(service: Service) -> list[tuple]:
     st = service.store
     gauges = [("stmgt_observations_ingested_total", "counter", "Observation rows acknowledged since start.",
                {}, st.rows_ingested),
+              ("stmgt_observations_flagged_total", "counter", "Acknowledged rows flagged as implausible since start"
+               " (stored, treated as missing).", {}, st.rows_flagged),
+              ("stmgt_observations_pruned_total", "counter", "Rows deleted by retention since start.", {},
+               st.rows_pruned),
               ("stmgt_store_observations", "gauge", "Observation rows kept in the store.", {}, st.count()),
+              ("stmgt_store_flagged_observations", "gauge", "Flagged observation rows kept in the store.", {},
+               st.count_flagged()),
               ("stmgt_store_bytes", "gauge", "Bytes of the store on disk (SQLite file and WAL).", {},
                st.size_bytes()),
               ("stmgt_store_latest_timestamp_seconds", "gauge", "Newest observation time (data clock).", {},
@@ -433,6 +663,10 @@ def _gauges(service: Service) -> list[tuple]:
     for s in scores:
         gauges.append(("stmgt_forecasts_issued", "gauge", "Issued forecasts kept for scoring.",
                        {"model": s["model"], "version": s["version"]}, s["forecasts_issued"]))
+    for name, state in service.forecast_state.items():
+        gauges.append(("stmgt_forecast_ok", "gauge", "1 when the model's last forecast from the store succeeded"
+                       " or waits for history, 0 when it failed.", {"model": name},
+                       0 if state.startswith("failed") else 1))
     return gauges
 
 
@@ -444,8 +678,10 @@ def _model_router(service: Service) -> APIRouter:
     def models():
         latest = service.store.latest()
         return {"models": [m.describe() for m in service.models.values()], "default": service.default,
-                "store": {"latest_observation": None if latest is None else _iso(from_seconds(latest)),
-                          "observations": service.store.count(), "retention_days": service.store.retention_s / 86400}}
+                "store": {"latest_observation": None if latest is None else iso_seconds(latest),
+                          "observations": service.store.count(), "flagged": service.store.count_flagged(),
+                          "retention_days": service.store.retention_s / 86400,
+                          "earliest_accepted": service.earliest.isoformat(), **service.trust.describe()}}
 
     @router.get("/v1/graph", summary="Nodes (with coordinates where known) and edges")
     def graph(model: str | None = None):
@@ -467,12 +703,25 @@ def _observation_router(service: Service) -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/observations", summary="Ingest a batch (idempotent upsert per node and timestamp)")
-    def post_observations(batch: ObservationBatch, x_api_key: Annotated[str | None, Header()] = None):
+    def post_observations(request: Request, batch: ObservationBatch,
+                          x_api_key: Annotated[str | None, Header()] = None):
         _need_key(service, x_api_key)
+        request.state.batch = batch
         rows, covs = service.check_rows(batch.observations)
         n = service.store.ingest(rows, covs)
         service.notify()
-        return {"accepted": n, "covariates": len(covs), "latest": _iso(from_seconds(service.store.latest()))}
+        flagged = [i for i, r in enumerate(rows) if r[3]]
+        latest = service.store.latest()
+        out = {"accepted": n, "covariates": len(covs), "flagged": len(flagged),
+               "latest": None if latest is None else iso_seconds(latest)}
+        if flagged:
+            lo, hi = service.trust.ranges[rows[flagged[0]][0]]
+            out["flagged_note"] = (f"{len(flagged)} reading(s) outside their road's plausible range (e.g."
+                                   f" {rows[flagged[0]][0]!r}: {rows[flagged[0]][2]:g}, range {lo:.4g} .. {hi:.4g})"
+                                   " were stored flagged and are treated as missing")
+        if any(c[3] for c in covs):
+            out["flagged_covariates"] = sum(1 for c in covs if c[3])
+        return out
 
     @router.get("/v1/observations", summary="Stored observations by node and time")
     def get_observations(nodes: str | None = None, since: str | None = None, until: str | None = None,
@@ -481,11 +730,12 @@ def _observation_router(service: Service) -> APIRouter:
         if ids:
             bad = [n for n in ids if n not in service.nodes]
             if bad:
-                raise ApiError(422, f"nodes: {bad[0]!r} is not a node of the served models")
+                raise ApiError(422, f"nodes: {_short(bad[0])!r} is not a node of the served models")
         if not 1 <= limit <= 100_000:
             raise ApiError(422, f"limit: {limit} is outside 1..100000")
         rows = service.store.observations(ids, _parse_time(since, "since"), _parse_time(until, "until"), limit + 1)
-        out = [{"timestamp": _iso(from_seconds(t)), "node_id": n, "value": v} for n, t, v in rows[:limit]]
+        out = [{"timestamp": iso_seconds(t), "node_id": n, "value": v, "flagged": bool(f)}
+               for n, t, v, f in rows[:limit]]
         return {"observations": out, "count": len(out), "truncated": len(rows) > limit}
 
     return router
@@ -525,7 +775,7 @@ def _forecast_router(service: Service) -> APIRouter:
         qs = _quantiles(_parse_list(quantiles))
         sel_nodes, sel_steps = _select(m, _parse_list(nodes), _parse_list(steps))
         try:
-            res = m.forecast_from_store(service.store, qs)
+            res = service.forecast(m, qs)
         except NotEnoughHistory as e:
             raise ApiError(409, str(e)) from None
         service.metrics.forecast(m.name, res["compute_ms"] / 1000, res["cached"])

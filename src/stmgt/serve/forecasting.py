@@ -24,10 +24,15 @@ from stmgt.paths import sha256_file
 from stmgt.predict import MIN_COVERAGE, QUANTILES, forecast_table, panel_from_frame
 from stmgt.run_folder import Run
 from stmgt.serve.store import STORED_QUANTILES, Store, from_seconds, to_seconds
+from stmgt.serve.trust import road_status
 
 
 class NotEnoughHistory(StmgtError):
     """The store does not (yet) hold the model's history window (HTTP 409)."""
+
+
+class ForecastFailed(NotEnoughHistory):
+    """The store holds a window, but no forecast can be made from it (HTTP 409; ``/readyz`` not ready)."""
 
 
 class CachedRun(Run):
@@ -91,6 +96,7 @@ class ServedModel:
         self._lock = threading.RLock()  # one forecast at a time per model
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict = OrderedDict()
+        self._latest_memo = None  # (store revision, store, window_latest)
         self.warm_up()  # load now (weights, lazily compiled kernels): /readyz means ready to forecast
 
     def warm_up(self) -> None:
@@ -137,7 +143,7 @@ class ServedModel:
         ``issued_at`` (wall clock, when computed), ``compute_ms`` and ``cached``.
         """
         qs = tuple(sorted(set(float(q) for q in quantiles) | set(STORED_QUANTILES)))
-        latest = store.latest(self.node_ids)
+        latest = self.window_latest(store)
         if latest is None:
             raise NotEnoughHistory(f"the store holds no observations of model {self.name}'s nodes yet;"
                                    " POST /v1/observations first")
@@ -151,6 +157,20 @@ class ServedModel:
             if hit is not None:
                 return hit
             return self._compute(key, store, lo, end, qs)
+
+    def window_latest(self, store: Store) -> int | None:
+        """Where the window ends: the newest time that at least a quarter of the roads have reached (so that one
+        road stamped ahead of the others, a wrong clock, does not move the whole city's window into an empty
+        future). Recomputed once per store revision."""
+        seq = store.seq
+        memo = self._latest_memo
+        if memo is not None and memo[0] == seq and memo[1] is store:
+            return memo[2]
+        per_node = sorted(store.latest_per_node(self.node_ids).values(), reverse=True)
+        k = max(1, -(-len(self.node_ids) // 4))
+        latest = per_node[min(k, len(per_node)) - 1] if per_node else None
+        self._latest_memo = (seq, store, latest)
+        return latest
 
     def _cached(self, key, store: Store, lo: int) -> dict | None:
         with self._cache_lock:
@@ -173,9 +193,11 @@ class ServedModel:
         try:
             table, ms = self.forecast_frame(df, "store", qs)
         except DataError as e:
-            raise NotEnoughHistory(str(e).replace("store: ", "the store: ", 1)) from None
+            raise ForecastFailed(str(e).replace("store: ", "the store: ", 1)) from None
+        last = store.last_observed(self.node_ids, min(lo, end - 86400), end + self.interval_s)
+        flagged = store.flagged_in(self.node_ids, lo, end + self.interval_s)
         entry = {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                 "compute_ms": ms, "seq": seq}
+                 "compute_ms": ms, "seq": seq, "roads": self.roads(df, lo, end, last, flagged)}
         store.save_forecast(self.name, self.version, end, table, ms)
         with self._cache_lock:
             self._cache[key] = entry
@@ -188,8 +210,31 @@ class ServedModel:
         qs = tuple(float(q) for q in quantiles)
         table, ms = self.forecast_frame(rows, "window", qs)
         end = to_seconds(table["issued_at"].iloc[0])
+        lo = end - (self.history - 1) * self.interval_s
+        secs = (rows["timestamp"].to_numpy().astype("datetime64[s]").astype("int64") if len(rows) else [])
+        df = pd.DataFrame({"ts": secs, "node_id": rows["node_id"].astype(str).to_numpy()})
+        last = df[df["ts"] < end + self.interval_s].groupby("node_id")["ts"].max().to_dict()
+        df = df.assign(timestamp=pd.to_datetime(df["ts"], unit="s"))
         return {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                "compute_ms": ms, "cached": False}
+                "compute_ms": ms, "cached": False, "roads": self.roads(df, lo, end, last, {})}
+
+    def roads(self, df: pd.DataFrame, lo: int, end: int, last: dict, flagged: dict) -> list[dict]:
+        """Per road of the window ``[lo, end]``: the fraction of its steps observed, its newest reading (seconds),
+        its flagged readings and its status (:func:`~stmgt.serve.trust.road_status`)."""
+        frac = dict.fromkeys(self.node_ids, 0.0)
+        if len(df):
+            ts = df["timestamp"].to_numpy().astype("datetime64[s]").astype("int64")
+            k = (ts - lo) // self.interval_s
+            ok = (k >= 0) & (k < self.history)
+            seen = pd.DataFrame({"n": df["node_id"].astype(str).to_numpy()[ok], "k": k[ok]}).drop_duplicates()
+            frac.update((seen.groupby("n").size() / self.history).to_dict())
+        out = []
+        for n in self.node_ids:
+            t = last.get(n)
+            out.append({"node_id": n, "observed_fraction": round(float(frac[n]), 4), "last_observed": t,
+                        "flagged_readings": int(flagged.get(n, 0)),
+                        "status": road_status(frac[n], t, end, self.interval_s)})
+        return out
 
 
 def load_models(run_dirs: list[str | Path]) -> dict[str, ServedModel]:

@@ -69,6 +69,20 @@ class Metrics:
         self.latency = Histogram()
         self.forecast_seconds = Histogram()
         self.forecasts: dict[tuple, int] = defaultdict(int)
+        self.counters: dict[str, dict[tuple, float]] = {}
+
+    #: ``HELP`` texts of the counters of :meth:`count` (a counter without one is not rendered).
+    HELP = {
+        "stmgt_observation_batches_refused_total": "POST /v1/observations refused, by status (401, 413, 422).",
+        "stmgt_observations_refused_total": "Observation rows in refused batches (where the body was read).",
+        "stmgt_forecast_failures_total": "Forecasts from the store that failed (not counting waits for history).",
+    }
+
+    def count(self, name: str, labels: dict, n: float = 1) -> None:
+        """Add ``n`` to the counter ``name`` (one of :data:`HELP`) with ``labels``."""
+        with self._lock:
+            series = self.counters.setdefault(name, defaultdict(float))
+            series[tuple(labels.items())] += n
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one HTTP request and its latency."""
@@ -101,6 +115,11 @@ class Metrics:
             out += ["# HELP stmgt_forecast_compute_seconds Time to compute one forecast (cache misses).",
                     "# TYPE stmgt_forecast_compute_seconds histogram"]
             out += self.forecast_seconds.lines("stmgt_forecast_compute_seconds")
+            for name, help_ in self.HELP.items():
+                out += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
+                series = self.counters.get(name) or ({(): 0} if name == "stmgt_observations_refused_total" else {})
+                for labels, n in sorted(series.items()):
+                    out.append(f"{name}{_labels(dict(labels))} {_num(int(n))}")
         seen = set()
         for name, kind, help_, labels, value in gauges:
             if name not in seen:

@@ -54,6 +54,21 @@ def start_index(panel: Panel, start: str) -> int:
     return i
 
 
+def check_url(url: str) -> None:
+    """Refuse a ``--to`` that is not an ``http(s)://host[:port]`` base URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 (a bad port raises here)
+    except ValueError as e:
+        raise ConfigError(f"--to {url!r}: not a URL ({e}); give the service's base URL, e.g."
+                          " http://127.0.0.1:8000") from None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ConfigError(f"--to {url!r}: not an http:// or https:// URL; give the service's base URL, e.g."
+                          " http://127.0.0.1:8000")
+
+
 def step_rows(panel: Panel, t: int) -> list[dict]:
     """The observed readings of step ``t`` as API rows (covariates on the first row)."""
     ts = str(np.datetime64(panel.timestamps[t], "s"))
@@ -104,6 +119,7 @@ def replay(panel: Panel, url: str, speed: float = 60.0, start: str = "test", bat
         raise ConfigError(f"--speed {speed}: give a positive factor (60 = a minute of data per second) or 0")
     if batch < 1:
         raise ConfigError(f"--batch {batch}: give at least 1")
+    check_url(url)
     i0 = start_index(panel, start)
     stop = panel.num_steps if max_steps is None else min(panel.num_steps, i0 + max_steps)
     t_data0 = panel.timestamps[i0]

@@ -2,7 +2,8 @@
 
 Every forecast issued from the store is kept (:meth:`Store.save_forecast`); an observation scores
 the forecasts whose target time is its interval's bin. Over a rolling window of target times
-(``window_hours`` before the newest observation) and per horizon step:
+(``window_hours`` before the newest observation
+of the forecast window, see :meth:`~stmgt.serve.forecasting.ServedModel.window_latest`) and per horizon step:
 
 * ``mae``: mean absolute error of the forecast's median (as in ``stmgt evaluate``);
 * ``coverage80`` / ``coverage90``: the fraction of observations inside the central 80% / 90%
@@ -36,7 +37,8 @@ class Scorer:
             hit = self._cache.get(key)
         if hit is not None:
             return hit
-        latest = self.store.latest()
+        # the model's window end, not the newest row: one row stamped ahead would move the window past the city
+        latest = model.window_latest(self.store) if hasattr(model, "window_latest") else self.store.latest()
         steps = []
         if latest is not None:
             lo = latest - self.window_s

@@ -15,41 +15,62 @@ Backends:
 * any other SQLAlchemy URL (e.g. ``postgresql+psycopg://...``, or ``sqlite+pysqlite:///PATH``
   to force it): SQLAlchemy Core with the same SQL (``INSERT ... ON CONFLICT DO UPDATE``).
 
-Retention is on the data clock: rows older than ``retention_days`` before the newest observation
-are deleted (at most once a minute, after an ingest).
+Every row carries ``ingested_at``, the server's wall clock (integer seconds) when it was last
+acknowledged, and ``flag`` (1: outside its road's plausible range, kept but treated as missing).
+Retention is on the server's clock, never on the data's: rows acknowledged more than
+``retention_days`` ago are deleted (at most once a minute, after an ingest), so no timestamp a
+client sends can delete another row, and a replayed historical city stays for the retention
+window after its replay. Stores written by earlier versions gain the two columns when opened
+(their rows count as acknowledged at that moment).
+
+One store has one writer: :class:`Store` with ``exclusive=True`` (what ``stmgt serve`` uses)
+holds a lock for its lifetime (``PATH.lock`` beside a SQLite file, a PostgreSQL advisory lock on
+a server); a second service on the same store is refused at start.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from stmgt.errors import ConfigError
+from stmgt.errors import ConfigError, StmgtError
 
 SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS obs (node TEXT NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,"
-    " PRIMARY KEY (node, ts))",
+    "CREATE TABLE IF NOT EXISTS obs (node TEXT NOT NULL, ts BIGINT NOT NULL, value REAL NOT NULL,"
+    " flag INTEGER NOT NULL DEFAULT 0, ingested_at BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (node, ts))",
     "CREATE INDEX IF NOT EXISTS obs_ts ON obs (ts)",
-    "CREATE TABLE IF NOT EXISTS cov (ts INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,"
-    " PRIMARY KEY (ts, name))",
-    "CREATE TABLE IF NOT EXISTS forecast (model TEXT NOT NULL, version TEXT NOT NULL, issued_at INTEGER NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS cov (ts BIGINT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,"
+    " flag INTEGER NOT NULL DEFAULT 0, ingested_at BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (ts, name))",
+    "CREATE TABLE IF NOT EXISTS forecast (model TEXT NOT NULL, version TEXT NOT NULL, issued_at BIGINT NOT NULL,"
     " created REAL NOT NULL, compute_ms REAL NOT NULL, PRIMARY KEY (model, version, issued_at))",
     "CREATE TABLE IF NOT EXISTS forecast_value (model TEXT NOT NULL, version TEXT NOT NULL,"
-    " issued_at INTEGER NOT NULL, step INTEGER NOT NULL, node TEXT NOT NULL, target INTEGER NOT NULL,"
+    " issued_at BIGINT NOT NULL, step INTEGER NOT NULL, node TEXT NOT NULL, target BIGINT NOT NULL,"
     " mean REAL, q05 REAL, q10 REAL, q50 REAL, q90 REAL, q95 REAL,"
     " PRIMARY KEY (model, version, issued_at, step, node))",
     "CREATE INDEX IF NOT EXISTS forecast_value_target ON forecast_value (model, target)",
 ]
-UPSERT_OBS = ("INSERT INTO obs (node, ts, value) VALUES (?, ?, ?)"
-              " ON CONFLICT (node, ts) DO UPDATE SET value = excluded.value")
-UPSERT_COV = ("INSERT INTO cov (ts, name, value) VALUES (?, ?, ?)"
-              " ON CONFLICT (ts, name) DO UPDATE SET value = excluded.value")
+#: Columns added since the first release: ``(table, column, declaration)``; added to older stores when opened
+#: (``ingested_at`` of their rows: the time of the migration, so that none is pruned earlier than it would be).
+ADDED_COLUMNS = [("obs", "flag", "INTEGER NOT NULL DEFAULT 0"), ("obs", "ingested_at", "BIGINT NOT NULL DEFAULT {now}"),
+                 ("cov", "flag", "INTEGER NOT NULL DEFAULT 0"), ("cov", "ingested_at", "BIGINT NOT NULL DEFAULT {now}")]
+#: Created after the migration (an older store has no ``ingested_at`` to index before it).
+INDEXES = ["CREATE INDEX IF NOT EXISTS obs_ingested ON obs (ingested_at)",
+           "CREATE INDEX IF NOT EXISTS cov_ingested ON cov (ingested_at)"]
+UPSERT_OBS = ("INSERT INTO obs (node, ts, value, flag, ingested_at) VALUES (?, ?, ?, ?, ?)"
+              " ON CONFLICT (node, ts) DO UPDATE SET value = excluded.value, flag = excluded.flag,"
+              " ingested_at = excluded.ingested_at")
+UPSERT_COV = ("INSERT INTO cov (ts, name, value, flag, ingested_at) VALUES (?, ?, ?, ?, ?)"
+              " ON CONFLICT (ts, name) DO UPDATE SET value = excluded.value, flag = excluded.flag,"
+              " ingested_at = excluded.ingested_at")
 #: Quantile columns stored with every issued forecast (the 80% and 90% central intervals and the median).
 STORED_QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
 
@@ -67,19 +88,117 @@ def from_seconds(s: int) -> pd.Timestamp:
     return pd.Timestamp(int(s), unit="s")
 
 
+class StoreUnavailable(StmgtError):
+    """The store refused a read or a write while serving (disk full, permissions changed, server gone): HTTP 503."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _hide_password(url: str) -> str:
+    """``url`` with its password masked (error messages and logs must not show it)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
+def _sqlite_refusal(path: str, e: BaseException) -> ConfigError:
+    """A one-line refusal, with the fix, of a SQLite store that cannot be opened or written."""
+    msg = _first_line(e)
+    low = msg.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return ConfigError(f"--db {path}: not a SQLite database, or a damaged one ({msg}); move the file away (keep"
+                           f" it: `sqlite3 {path} .recover` may save its rows) and start again, or give another --db")
+    if "locked" in low or "busy" in low:
+        return ConfigError(f"--db {path}: the database is locked by another process ({msg}); stop the other"
+                           " process or give another --db")
+    folder = Path(path).resolve().parent
+    return ConfigError(f"--db {path}: cannot write the store ({msg}); this user needs write access to the file and"
+                       f" to its folder {folder} (SQLite writes {Path(path).name}-wal and -shm beside it): fix the"
+                       " permissions, or give another --db")
+
+
+class _FileLock:
+    """An exclusive ``flock`` on ``PATH.lock`` for the life of the process (released by the kernel even on SIGKILL)."""
+
+    def __init__(self, db_path: str):
+        self.path = Path(db_path + ".lock")
+        self._f = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (docs/serving.md says so)
+            return
+        try:
+            f = open(self.path, "a+")
+        except OSError as e:
+            raise ConfigError(f"--db {db_path}: cannot create the lock file {self.path} ({e.strerror}); this user"
+                              " needs write access to the store's folder") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            pid = f.read().strip()[:20]
+            f.close()
+            raise ConfigError(f"--db {db_path}: the store is in use by another `stmgt serve` (pid {pid or '?'}, lock"
+                              f" {self.path}); one process writes a store: stop the other one, or give this one"
+                              " another --db") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._f = f
+
+    def release(self) -> None:
+        if self._f is not None:
+            self._f.close()  # closing the descriptor releases the flock
+            self._f = None
+
+
 class _SqliteBackend:
     """``sqlite3`` with one connection per thread; writes are serialised by a lock."""
 
-    def __init__(self, path: str):
+    dialect = "sqlite"
+
+    def __init__(self, path: str, exclusive: bool = False, now: int = 0):
         self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.lock = None
         self._local = threading.local()
-        con = self.con()
-        con.execute("PRAGMA journal_mode=WAL")
-        for s in SCHEMA:
-            con.execute(s)
-        con.commit()
+        self._all: list[sqlite3.Connection] = []
+        if path != ":memory:":
+            p = Path(path)
+            if p.is_dir():
+                raise ConfigError(f"--db {path}: is a folder; give the path of a SQLite file inside it (e.g."
+                                  f" {p / 'stmgt-serve.db'}) or a database URL")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"--db {path}: cannot create its folder {p.parent} ({e.strerror}); create it or"
+                                  " give another --db") from None
+            if exclusive:
+                self.lock = _FileLock(path)
+        try:
+            con = self.con()
+            con.execute("PRAGMA journal_mode=WAL")
+            for s in SCHEMA:
+                con.execute(s)
+            _migrate(self, now)
+            for s in INDEXES:
+                con.execute(s)
+            # a write probe: a read-only file or folder is refused now, not with the first batch
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            con.execute("INSERT INTO meta (key, value) VALUES ('opened_at', ?) ON CONFLICT (key) DO UPDATE SET"
+                        " value = excluded.value", (str(now),))
+            con.execute("COMMIT")
+            con.execute("SELECT COUNT(*), MAX(ts) FROM obs").fetchall()  # reads the table (a damaged file fails)
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise _sqlite_refusal(path, e) from None
 
     def con(self) -> sqlite3.Connection:
         c = getattr(self._local, "con", None)
@@ -88,6 +207,7 @@ class _SqliteBackend:
             c.execute("PRAGMA synchronous=FULL")
             c.execute("PRAGMA busy_timeout=30000")
             self._local.con = c
+            self._all.append(c)
         return c
 
     def write(self, statements: list[tuple[str, list]]) -> None:
@@ -99,38 +219,91 @@ class _SqliteBackend:
                     c.executemany(sql, rows)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             raise
 
     def query(self, sql: str, params=()) -> list[tuple]:
         return self.con().execute(sql, params).fetchall()
+
+    def columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.query(f"PRAGMA table_info({table})")}
 
     def size_bytes(self) -> int:
         if self.path == ":memory:":
             return 0
         return sum(p.stat().st_size for p in (Path(self.path), Path(self.path + "-wal")) if p.exists())
 
+    def close(self) -> None:
+        for c in self._all:
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._all.clear()
+        self._local = threading.local()
+        if self.lock is not None:
+            self.lock.release()
+
 
 class _SqlAlchemyBackend:
     """SQLAlchemy Core for any other database URL (the same SQL, ``?`` turned into named parameters)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, exclusive: bool = False, now: int = 0):
+        shown = _hide_password(url)
         try:
             import sqlalchemy as sa
         except ImportError:
-            raise ConfigError(f"--db {url!r} is a SQLAlchemy URL; install sqlalchemy (pip install 'stmgt[serve]')"
+            raise ConfigError(f"--db {shown!r} is a SQLAlchemy URL; install sqlalchemy (pip install 'stmgt[serve]')"
                               ) from None
         self.sa = sa
+        self.lock = None
+        self._lock_con = None
         try:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
+        except ImportError as e:
+            raise ConfigError(f"--db {shown!r}: the database driver {e.name or ''} is not installed; pip install"
+                              " 'stmgt[serve]' (it brings psycopg, for postgresql+psycopg:// URLs) or the driver"
+                              " your URL names") from None
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
+            raise ConfigError(f"--db {shown!r}: cannot open the database ({_first_line(e)})") from None
+        self.dialect = self.engine.dialect.name
+        try:
+            if exclusive and self.dialect == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
+                self.lock = _FileLock(self.engine.url.database)
             with self.engine.begin() as c:
-                if self.engine.dialect.name == "sqlite":
+                if self.dialect == "sqlite":
                     c.exec_driver_sql("PRAGMA journal_mode=WAL")
                 for s in SCHEMA:
-                    c.exec_driver_sql(s.replace("REAL", "DOUBLE PRECISION")
-                                      if self.engine.dialect.name == "postgresql" else s)
-        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.OperationalError) as e:
-            raise ConfigError(f"--db {url!r}: cannot open the database ({str(e).splitlines()[0]})") from None
+                    c.exec_driver_sql(self._ddl(s))
+            _migrate(self, now)
+            with self.engine.begin() as c:
+                for s in INDEXES:
+                    c.exec_driver_sql(s)
+            if exclusive and self.dialect == "postgresql":
+                self._advisory_lock(shown)
+        except sa.exc.SQLAlchemyError as e:
+            self.close()
+            raise ConfigError(f"--db {shown!r}: cannot open the database ({_first_line(e)})") from None
+        except ConfigError:
+            self.close()
+            raise
+
+    def _ddl(self, sql: str) -> str:
+        return sql.replace("REAL", "DOUBLE PRECISION") if self.dialect == "postgresql" else sql
+
+    def _advisory_lock(self, shown: str) -> None:
+        """A session-level advisory lock on a connection held for the store's life (released when it closes)."""
+        key = int.from_bytes(hashlib.sha256(b"stmgt serve").digest()[:8], "big", signed=True)
+        self._lock_con = self.engine.connect()
+        got = self._lock_con.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar()
+        self._lock_con.commit()
+        if not got:
+            self._lock_con.close()
+            self._lock_con = None
+            raise ConfigError(f"--db {shown!r}: the store is in use by another `stmgt serve` (it holds the"
+                              " database's advisory lock); one process writes a store: stop the other one, or give"
+                              " this one another database")
 
     @staticmethod
     def _named(sql: str) -> str:
@@ -149,17 +322,52 @@ class _SqlAlchemyBackend:
             return [tuple(r) for r in c.execute(self.sa.text(self._named(sql)),
                                                 {f"p{i}": v for i, v in enumerate(params)})]
 
+    def columns(self, table: str) -> set[str]:
+        return {c["name"] for c in self.sa.inspect(self.engine).get_columns(table)}
+
     def size_bytes(self) -> int:
+        if self.dialect == "postgresql":
+            try:
+                return int(self.query("SELECT pg_database_size(current_database())")[0][0])
+            except Exception:
+                return 0
         return 0
 
+    def close(self) -> None:
+        if self._lock_con is not None:
+            try:
+                self._lock_con.close()
+            except Exception:
+                pass
+            self._lock_con = None
+        if self.lock is not None:
+            self.lock.release()
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
-def open_backend(db: str):
+
+def _migrate(backend, now: int) -> None:
+    """Add the columns of :data:`ADDED_COLUMNS` that an older store lacks."""
+    for table in ("obs", "cov"):
+        have = backend.columns(table)
+        todo = [(c, d) for t, c, d in ADDED_COLUMNS if t == table and c not in have]
+        if todo:
+            backend.write([(f"ALTER TABLE {table} ADD COLUMN {c} {d.format(now=int(now))}", [()]) for c, d in todo])
+
+
+def open_backend(db: str, exclusive: bool = False, now: int = 0):
     """A path (or ``sqlite:///PATH``) -> sqlite3 backend; any other URL -> SQLAlchemy backend."""
     if db.startswith("sqlite:///"):
-        return _SqliteBackend(db[len("sqlite:///"):] or ":memory:")
+        return _SqliteBackend(db[len("sqlite:///"):] or ":memory:", exclusive, now)
     if "://" in db:
-        return _SqlAlchemyBackend(db)
-    return _SqliteBackend(db)
+        return _SqlAlchemyBackend(db, exclusive, now)
+    return _SqliteBackend(db, exclusive, now)
+
+
+def _row(r, now: int) -> tuple:
+    """``(key, key, value[, flag])`` -> ``(key, key, value, flag, ingested_at)``."""
+    return (r[0], r[1], float(r[2]), int(r[3]) if len(r) > 3 else 0, now)
 
 
 class Store:
@@ -167,12 +375,17 @@ class Store:
 
     Args:
         db: a file path, ``sqlite:///PATH`` or a SQLAlchemy URL.
-        retention_days: keep observations and forecasts this many days before the newest observation.
+        retention_days: keep observations and forecasts this many days after they were acknowledged
+            (the server's clock; 0 keeps everything).
+        exclusive: hold the store's lock (one writing process per store).
+        clock: the server's wall clock in seconds (tests move it).
     """
 
-    def __init__(self, db: str | Path, retention_days: float = 7.0):
+    def __init__(self, db: str | Path, retention_days: float = 7.0, exclusive: bool = False,
+                 clock: Callable[[], float] = time.time):
         self.db = str(db)
-        self.backend = open_backend(self.db)
+        self.clock = clock
+        self.backend = open_backend(self.db, exclusive, int(clock()))
         self.retention_s = int(retention_days * 86400)
         self._lock = threading.Lock()  # serialises writes
         self._meta = threading.Lock()  # guards the revision counters below
@@ -181,40 +394,70 @@ class Store:
         self._writes: collections.deque = collections.deque(maxlen=4096)  # (seq, max_ts) of recent ingests
         self._last_prune = 0.0
         self.rows_ingested = 0
-        row = self.backend.query("SELECT MAX(ts) FROM obs")[0]
-        self._latest = None if row[0] is None else int(row[0])
+        self.rows_flagged = 0
+        self.rows_pruned = 0
+        self._latest = self._one("SELECT MAX(ts) FROM obs WHERE flag = 0")
+
+    def close(self) -> None:
+        """Close the connections and release the store's lock."""
+        self.backend.close()
+
+    def _write(self, statements) -> None:
+        try:
+            self.backend.write(statements)
+        except Exception as e:
+            if isinstance(e, (sqlite3.Error,)) or type(e).__module__.startswith("sqlalchemy"):
+                raise StoreUnavailable(f"the store {_hide_password(self.db)} cannot write ({_first_line(e)});"
+                                       " nothing of this request was kept") from None
+            raise
 
     # ------------------------------------------------------------------ writing
-    def ingest(self, rows: list[tuple[str, int, float]], covs: list[tuple[int, str, float]] = ()) -> int:
-        """Upsert ``(node, ts, value)`` rows and ``(ts, name, value)`` covariates in one transaction."""
+    def ingest(self, rows: list[tuple], covs: list[tuple] = ()) -> int:
+        """Upsert ``(node, ts, value[, flag])`` rows and ``(ts, name, value[, flag])`` covariates in one
+        transaction, stamped with the server's clock (``ingested_at``)."""
         if not rows and not covs:
             return 0
+        now = int(self.clock())
+        obs = [_row(r, now) for r in rows]
+        cov = [_row(c, now) for c in covs]
         with self._lock:
-            self.backend.write([(UPSERT_OBS, rows), (UPSERT_COV, list(covs))])
-            hi = max([r[1] for r in rows] + [c[0] for c in covs])
+            self._write([(UPSERT_OBS, obs), (UPSERT_COV, cov)])
+            hi = max([r[1] for r in obs] + [c[0] for c in cov])
+            good = [r[1] for r in obs if not r[3]]
             with self._meta:
-                self._latest = hi if self._latest is None else max(self._latest, hi)
+                if good:
+                    self._latest = max(good) if self._latest is None else max(self._latest, max(good))
                 self._seq += 1
                 self._writes.append((self._seq, hi))
-                self.rows_ingested += len(rows)
+                self.rows_ingested += len(obs)
+                self.rows_flagged += sum(1 for r in obs if r[3])
         if time.monotonic() - self._last_prune > 60:
             self.prune()
         return len(rows)
 
     def prune(self) -> int:
-        """Delete rows older than the retention before the newest observation; the number deleted."""
+        """Delete what was acknowledged more than the retention ago (the server's clock); the observations deleted."""
         self._last_prune = time.monotonic()
-        if self._latest is None or self.retention_s <= 0:
+        if self.retention_s <= 0:
             return 0
-        cut = self._latest - self.retention_s
+        cut = int(self.clock()) - self.retention_s
         with self._lock:
-            n = self.backend.query("SELECT COUNT(*) FROM obs WHERE ts < ?", (cut,))[0][0]
-            self.backend.write([("DELETE FROM obs WHERE ts < ?", [(cut,)]),
-                                ("DELETE FROM cov WHERE ts < ?", [(cut,)]),
-                                ("DELETE FROM forecast_value WHERE issued_at < ?", [(cut,)]),
-                                ("DELETE FROM forecast WHERE issued_at < ?", [(cut,)])])
-        return int(n)
-
+            n = int(self.backend.query("SELECT COUNT(*) FROM obs WHERE ingested_at < ?", (cut,))[0][0])
+            self._write([
+                ("DELETE FROM obs WHERE ingested_at < ?", [(cut,)]),
+                ("DELETE FROM cov WHERE ingested_at < ?", [(cut,)]),
+                ("DELETE FROM forecast_value WHERE EXISTS (SELECT 1 FROM forecast f WHERE f.model ="
+                 " forecast_value.model AND f.version = forecast_value.version AND f.issued_at ="
+                 " forecast_value.issued_at AND f.created < ?)", [(cut,)]),
+                ("DELETE FROM forecast WHERE created < ?", [(cut,)])])
+            if n:
+                latest = self._one("SELECT MAX(ts) FROM obs WHERE flag = 0")
+                with self._meta:
+                    self._latest = latest
+                    self._seq += 1
+                    self._writes.append((self._seq, 2**62))  # every cached window may have lost rows
+                    self.rows_pruned += n
+        return n
     @property
     def seq(self) -> int:
         """The number of ingests so far (a revision for caches)."""
@@ -241,23 +484,44 @@ class Store:
         rows = [(model, version, issued_at, int(s), str(n), t, *v)
                 for s, n, t, v in zip(table["step"].tolist(), table["node_id"].tolist(), target, vals)]
         with self._lock:
-            self.backend.write([
+            self._write([
                 ("DELETE FROM forecast_value WHERE model = ? AND version = ? AND issued_at = ?",
                  [(model, version, issued_at)]),
                 ("INSERT INTO forecast_value VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows),
                 ("INSERT INTO forecast (model, version, issued_at, created, compute_ms) VALUES (?, ?, ?, ?, ?)"
                  " ON CONFLICT (model, version, issued_at) DO UPDATE SET created = excluded.created,"
-                 " compute_ms = excluded.compute_ms", [(model, version, issued_at, time.time(), compute_ms)]),
+                 " compute_ms = excluded.compute_ms", [(model, version, issued_at, self.clock(), compute_ms)]),
             ])
             with self._meta:
                 self.forecast_seq += 1
 
     # ------------------------------------------------------------------ reading
     def latest(self, nodes: list[str] | None = None) -> int | None:
-        """The newest observation time (seconds), over ``nodes`` or all nodes."""
+        """The newest unflagged observation time (seconds), over ``nodes`` or all nodes."""
         if nodes is None:
             return self._latest
-        return self._one(f"SELECT MAX(ts) FROM obs WHERE node IN ({_marks(nodes)})", tuple(nodes))
+        return self._one(f"SELECT MAX(ts) FROM obs WHERE flag = 0 AND node IN ({_marks(nodes)})", tuple(nodes))
+
+    def latest_per_node(self, nodes: list[str]) -> dict[str, int]:
+        """Per node, its newest unflagged observation time (nodes without one are absent); one indexed query each."""
+        out = {}
+        for n in nodes:
+            t = self._one("SELECT MAX(ts) FROM obs WHERE node = ? AND flag = 0", (n,))
+            if t is not None:
+                out[n] = t
+        return out
+
+    def last_observed(self, nodes: list[str], lo: int, hi: int) -> dict[str, int]:
+        """Per node, the newest unflagged observation time in ``[lo, hi)`` (nodes without one are absent)."""
+        rows = self.backend.query(f"SELECT node, MAX(ts) FROM obs WHERE flag = 0 AND ts >= ? AND ts < ? AND node IN"
+                                  f" ({_marks(nodes)}) GROUP BY node", (lo, hi, *nodes))
+        return {str(n): int(t) for n, t in rows}
+
+    def flagged_in(self, nodes: list[str], lo: int, hi: int) -> dict[str, int]:
+        """Per node, the number of flagged readings in ``[lo, hi)`` (nodes without one are absent)."""
+        rows = self.backend.query(f"SELECT node, COUNT(*) FROM obs WHERE flag = 1 AND ts >= ? AND ts < ? AND node IN"
+                                  f" ({_marks(nodes)}) GROUP BY node", (lo, hi, *nodes))
+        return {str(n): int(c) for n, c in rows}
 
     def earliest(self) -> int | None:
         """The oldest observation time (seconds) still kept."""
@@ -268,8 +532,12 @@ class Store:
         return None if v is None else int(v)
 
     def count(self) -> int:
-        """Observations kept."""
+        """Observations kept (flagged ones included)."""
         return int(self.backend.query("SELECT COUNT(*) FROM obs")[0][0])
+
+    def count_flagged(self) -> int:
+        """Flagged observations kept."""
+        return int(self.backend.query("SELECT COUNT(*) FROM obs WHERE flag = 1")[0][0])
 
     def size_bytes(self) -> int:
         """Bytes on disk (SQLite file and WAL; 0 for other databases)."""
@@ -284,8 +552,8 @@ class Store:
             return False
 
     def observations(self, nodes: list[str] | None, since: int | None, until: int | None,
-                     limit: int = 100_000) -> list[tuple[str, int, float]]:
-        """``(node, ts, value)`` rows in ``[since, until]`` ordered by time, at most ``limit``."""
+                     limit: int = 100_000) -> list[tuple[str, int, float, int]]:
+        """``(node, ts, value, flag)`` rows in ``[since, until]`` ordered by time, at most ``limit``."""
         where, params = ["1 = 1"], []
         if nodes:
             where.append(f"node IN ({_marks(nodes)})")
@@ -296,17 +564,18 @@ class Store:
         if until is not None:
             where.append("ts <= ?")
             params.append(until)
-        sql = f"SELECT node, ts, value FROM obs WHERE {' AND '.join(where)} ORDER BY ts, node LIMIT ?"
+        sql = f"SELECT node, ts, value, flag FROM obs WHERE {' AND '.join(where)} ORDER BY ts, node LIMIT ?"
         return self.backend.query(sql, tuple(params) + (limit,))
 
     def window_frame(self, nodes: list[str], lo: int, hi: int, covariates: list[str]) -> pd.DataFrame:
-        """Long-format observations with ``lo <= ts < hi`` (and covariate columns by time), as a table."""
-        rows = self.backend.query(f"SELECT ts, node, value FROM obs WHERE ts >= ? AND ts < ? AND node IN"
+        """Long-format unflagged observations with ``lo <= ts < hi`` (and covariate columns by time), as a table
+        (flagged readings are missing)."""
+        rows = self.backend.query(f"SELECT ts, node, value FROM obs WHERE flag = 0 AND ts >= ? AND ts < ? AND node IN"
                                   f" ({_marks(nodes)})", (lo, hi, *nodes))
         df = pd.DataFrame(rows, columns=["ts", "node_id", "value"])
         if covariates:
-            crow = self.backend.query(f"SELECT ts, name, value FROM cov WHERE ts >= ? AND ts < ? AND name IN"
-                                      f" ({_marks(covariates)})", (lo, hi, *covariates))
+            crow = self.backend.query(f"SELECT ts, name, value FROM cov WHERE flag = 0 AND ts >= ? AND ts < ?"
+                                      f" AND name IN ({_marks(covariates)})", (lo, hi, *covariates))
             c = pd.DataFrame(crow, columns=["ts", "name", "value"]).pivot_table(index="ts", columns="name",
                                                                                   values="value")
             c = c.reindex(columns=covariates)
@@ -320,8 +589,8 @@ class Store:
         An observation scores the forecast for its interval's bin (the mean of the readings in
         ``[target, target + interval)``), as the window builder floors timestamps.
         """
-        sql = ("WITH o AS (SELECT node, (ts / ?) * ? AS bin, AVG(value) AS v FROM obs WHERE ts >= ? AND ts < ?"
-               " GROUP BY node, bin)"
+        sql = ("WITH o AS (SELECT node, (ts / ?) * ? AS bin, AVG(value) AS v FROM obs"
+               " WHERE flag = 0 AND ts >= ? AND ts < ? GROUP BY node, bin)"
                " SELECT f.step, COUNT(*), AVG(ABS(o.v - f.q50)),"
                " AVG(CASE WHEN o.v >= f.q10 AND o.v <= f.q90 THEN 1.0 ELSE 0.0 END),"
                " AVG(CASE WHEN o.v >= f.q05 AND o.v <= f.q95 THEN 1.0 ELSE 0.0 END)"

@@ -1,4 +1,6 @@
 // stmgt live map: plain JavaScript, no libraries, no network access beyond this service.
+// Every text that comes from a run, a city or a client (names, units, node ids, messages) reaches the page
+// through textContent or an attribute, never as HTML (no innerHTML): data cannot run script here.
 "use strict";
 (function () {
   const SVGNS = document.getElementById("map").namespaceURI; // the SVG namespace, taken from the page
@@ -12,6 +14,22 @@
     for (const k in attrs) e.setAttribute(k, attrs[k]);
     if (parent) parent.appendChild(e);
     return e;
+  }
+
+  function html(tag, text, parent, cls) { // an HTML element holding text (never markup)
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.setAttribute("class", cls);
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+
+  function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
+
+  function roadsById() { // per-road trust of the current forecast: observed fraction, last reading, status
+    const out = {};
+    if (state.forecast && state.forecast.roads) for (const r of state.forecast.roads) out[r.node_id] = r;
+    return out;
   }
 
   async function getJSON(path) {
@@ -93,7 +111,7 @@
     const svg = $("map");
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     if (!state.graph) return;
-    const pos = state.layout, m = meansAt(state.step), [lo, hi] = range();
+    const pos = state.layout, m = meansAt(state.step), [lo, hi] = range(), roads = roadsById();
     for (const e of state.graph.edges) {
       const a = pos[e.source], b = pos[e.target];
       if (!a || !b || e.source === e.target) continue;
@@ -102,15 +120,28 @@
       line.addEventListener("click", () => select(e.target));
       el("title", {}, line).textContent = `${e.source} → ${e.target}: ${v === undefined ? "no forecast" : v.toFixed(1)}`;
     }
+    let doubtful = 0;
     for (const d of state.graph.nodes) {
-      const p = pos[d.id];
+      const p = pos[d.id], road = roads[d.id], status = road ? road.status : "ok";
+      if (status !== "ok") doubtful++;
       const c = el("circle", { cx: p[0], cy: p[1], r: 6, fill: colour(m[d.id], lo, hi),
-        class: "node" + (d.id === state.selected ? " sel" : "") }, svg);
+        class: "node" + (d.id === state.selected ? " sel" : "") + (status !== "ok" ? " doubt " + status.replace(" ", "-") : ""),
+        "data-status": status }, svg);
       c.addEventListener("click", () => select(d.id));
-      el("title", {}, c).textContent = `${d.id}: ${m[d.id] === undefined ? "no forecast" : m[d.id].toFixed(1)}`;
+      let tip = `${d.id}: ${m[d.id] === undefined ? "no forecast" : m[d.id].toFixed(1)}`;
+      if (road) {
+        tip += ` (${status}; ${Math.round(100 * road.observed_fraction)}% of the window observed, last reading ${road.last_observed_at || "none"}`;
+        tip += road.flagged_readings ? `, ${road.flagged_readings} implausible reading(s) ignored)` : ")";
+      }
+      el("title", {}, c).textContent = tip;
     }
     const units = state.forecast ? state.forecast.units : "";
-    $("legend").innerHTML = `${lo.toFixed(0)}<span class="bar"></span>${hi.toFixed(0)} ${units} (forecast mean at +${state.step})`;
+    const legend = $("legend");
+    clear(legend);
+    legend.appendChild(document.createTextNode(lo.toFixed(0)));
+    html("span", null, legend, "bar");
+    legend.appendChild(document.createTextNode(`${hi.toFixed(0)} ${units} (forecast mean at +${state.step})`));
+    if (doubtful) html("span", ` · ${doubtful} road(s) forecast from too little or stale data (dashed)`, legend, "doubt-note");
   }
 
   // ---------------------------------------------------------------- chart
@@ -176,17 +207,22 @@
     let s;
     try { s = (await getJSON("/v1/scores")).scores; } catch (e) { return; }
     const f = (v, d) => (v === null || v === undefined ? "–" : v.toFixed(d));
-    let html = "<table><tr><th>model</th><th>version</th><th>forecasts</th><th>pairs</th><th>MAE</th><th>cov 80%</th><th>cov 90%</th></tr>";
-    for (const m of s) html += `<tr><td>${m.model}</td><td>${m.version}</td><td>${m.forecasts_issued}</td><td>${m.n}</td><td>${f(m.mae, 2)}</td><td>${f(m.coverage80, 2)}</td><td>${f(m.coverage90, 2)}</td></tr>`;
-    html += "</table>";
+    const box = $("scores");
+    clear(box);
+    const table = html("table", null, box);
+    const row = (cells, tag) => { const tr = html("tr", null, table); for (const c of cells) html(tag || "td", c, tr); return tr; };
+    row(["model", "version", "forecasts", "pairs", "MAE", "cov 80%", "cov 90%"], "th");
+    for (const m of s) row([m.model, m.version, m.forecasts_issued, m.n, f(m.mae, 2), f(m.coverage80, 2), f(m.coverage90, 2)]);
     const cur = s.find((m) => m.model === state.model);
     if (cur && cur.steps.length) {
-      html += "<p>per horizon step</p><table><tr><th>step</th>" + cur.steps.map((r) => `<td>${r.step}</td>`).join("") + "</tr>";
-      html += "<tr><th>MAE</th>" + cur.steps.map((r) => `<td>${f(r.mae, 2)}</td>`).join("") + "</tr>";
-      html += "<tr><th>cov 80%</th>" + cur.steps.map((r) => `<td>${f(r.coverage80, 2)}</td>`).join("") + "</tr>";
-      html += "<tr><th>cov 90%</th>" + cur.steps.map((r) => `<td>${f(r.coverage90, 2)}</td>`).join("") + "</tr></table>";
+      html("p", "per horizon step", box);
+      const t2 = html("table", null, box);
+      for (const [name, key, d] of [["step", "step", null], ["MAE", "mae", 2], ["cov 80%", "coverage80", 2], ["cov 90%", "coverage90", 2]]) {
+        const tr = html("tr", null, t2);
+        html("th", name, tr);
+        for (const r of cur.steps) html("td", d === null ? r[key] : f(r[key], d), tr);
+      }
     }
-    $("scores").innerHTML = html;
   }
 
   // ---------------------------------------------------------------- refresh loop
