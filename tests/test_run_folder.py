@@ -243,3 +243,14 @@ def test_a_killed_retraining_leaves_the_old_run_whole(tmp_path, capsys):
     assert Run(run).config().model.hidden == 8
     code, err = _evaluate(partial, capsys)
     assert code == 2 and "an unfinished training" in err
+
+
+def test_every_file_of_a_run_has_the_same_mode_so_another_user_can_serve_it(lv_run):
+    """safetensors writes 0600 by itself; the weights get the mode the umask gives every other file."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in lv_run.iterdir() if f.is_file()}
+    assert modes["model.safetensors"] == 0o666 & ~mask
+    assert set(modes.values()) == {0o666 & ~mask}, modes

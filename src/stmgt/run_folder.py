@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -172,7 +173,13 @@ class Run:
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(self.dir / "model.safetensors"))
+        path = self.dir / "model.safetensors"
+        save_file(state, str(path))
+        # safetensors writes its file mode 0600; give it the mode of every other file of the run (0644 under
+        # the usual umask) so that a service running as another user can read the run it is given
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
 
     def save_manifest(self) -> None:
         """``manifest.json``: sha256 of the weights, ``data.json`` and ``graph.npz``, and the model

@@ -166,3 +166,33 @@ def test_progress_false_keeps_the_epoch_line_without_the_status_line(tmp_path, m
     monkeypatch.setattr(sys, "stderr", term)
     fit(_tiny(**{"train.progress": False}), tmp_path / "a")
     assert "\r" not in term.getvalue() and term.getvalue().startswith("gru seed 0: epoch 1/1  train loss")
+
+
+def test_a_lock_left_by_a_killed_kernel_build_is_cleared_and_builds_are_serialised(tmp_path, monkeypatch, capsys):
+    """torch's plain-file lock left by a killed build made every later start wait forever (issue 21)."""
+    import fcntl
+
+    from torch.utils import cpp_extension
+
+    from stmgt import kernels
+
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "lock").write_text("")  # what a build killed midway leaves
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(build))
+    seen = []
+
+    def load(name, **kw):
+        seen.append((build / "lock").exists())
+        with open(tmp_path / "build.stmgt-lock") as f:  # the builder holds the flock while torch builds
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("free")
+            except BlockingIOError:
+                seen.append("held")
+        return "module"
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    assert kernels._build("graph_attention", "graph-attention", "model.fused_attention: false") == "module"
+    assert seen == [False, "held"]
+    assert "left by a kernel build that was interrupted" in capsys.readouterr().err

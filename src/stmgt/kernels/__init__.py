@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,20 +49,51 @@ def _build(stem: str, what: str, fallback: str):
     key = hashlib.sha256(src + " ".join(_FLAGS).encode() + _cpu_flags().encode()
                          + torch.__version__.encode()).hexdigest()[:12]
     name = f"stmgt_{stem}_{key}"
-    try:  # a private helper of torch: only used to say that a build is coming
-        built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
-    except Exception:
-        built = False
-    if not built:  # on a line of its own, the training's status line cleared first
-        from stmgt.console import notice
+    from stmgt.console import notice
 
+    try:  # a private helper of torch: only used to say that a build is coming and to clear a stale lock
+        build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    except Exception:
+        build_dir = None
+    built = build_dir is not None and any(build_dir.glob(f"{name}*.so"))
+    if not built:  # on a line of its own, the training's status line cleared first
         notice(f"stmgt: compiling the CPU {what} kernels (once per machine, about a minute)...")
     try:
-        return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_FLAGS, verbose=False)
+        with _build_lock(build_dir, notice):
+            return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_FLAGS, verbose=False)
     except Exception as e:  # compiler missing, ninja missing, build failure
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"the compiled {what} could not be built ({reason[:200]}); install g++ and "
                           f"ninja, or use {fallback} (plain PyTorch, same results)") from None
+
+
+@contextmanager
+def _build_lock(build_dir: Path | None, notice):
+    """Hold this build folder's ``flock`` (released by the kernel when its holder dies) while torch builds
+    or loads it. torch's own lock is a plain file (``BUILD_DIR/lock``) that a build killed midway leaves
+    behind, and every later start then waits for it forever; every stmgt builder takes this lock
+    first, so a ``lock`` file found while holding it is stale and is removed."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's own lock alone
+        fcntl = None
+    if build_dir is None or fcntl is None:
+        yield
+        return
+    with open(build_dir.parent / f"{build_dir.name}.stmgt-lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notice("stmgt: waiting for another process that is building the same kernels...")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        stale = build_dir / "lock"
+        if stale.exists():
+            stale.unlink(missing_ok=True)
+            notice(f"stmgt: removed {stale}, left by a kernel build that was interrupted")
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @lru_cache(maxsize=1)

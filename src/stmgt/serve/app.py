@@ -349,6 +349,25 @@ def _parse_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _parse_nodes(text: str | None, known) -> list[str] | None:
+    """``?nodes=``: ids separated by commas; a JSON array of strings (``["A,1","B"]``) for ids that hold
+    commas; an id that holds commas is also taken whole when it is given alone and is a known node."""
+    if text is None or not text.strip():
+        return None
+    t = text.strip()
+    if t.startswith("["):
+        try:
+            ids = json.loads(t)
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ApiError(422, 'nodes: not a JSON array of node ids (e.g. ["A,1","B"]) nor ids separated by commas')
+        return ids or None
+    if "," in text and text in known:
+        return [text]
+    return _parse_list(text)
+
+
 def _parse_time(text: str | None, what: str) -> int | None:
     """A query's time (ISO 8601, or seconds since 1970) as seconds; 422 naming the parameter otherwise."""
     if text is None or text == "":
@@ -726,7 +745,7 @@ def _observation_router(service: Service) -> APIRouter:
     @router.get("/v1/observations", summary="Stored observations by node and time")
     def get_observations(nodes: str | None = None, since: str | None = None, until: str | None = None,
                          limit: int = 10000):
-        ids = _parse_list(nodes)
+        ids = _parse_nodes(nodes, service.nodes)
         if ids:
             bad = [n for n in ids if n not in service.nodes]
             if bad:
@@ -773,7 +792,7 @@ def _forecast_router(service: Service) -> APIRouter:
                      quantiles: str | None = None):
         m = service.model(model)
         qs = _quantiles(_parse_list(quantiles))
-        sel_nodes, sel_steps = _select(m, _parse_list(nodes), _parse_list(steps))
+        sel_nodes, sel_steps = _select(m, _parse_nodes(nodes, m.node_ids), _parse_list(steps))
         try:
             res = service.forecast(m, qs)
         except NotEnoughHistory as e:
