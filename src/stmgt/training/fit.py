@@ -420,7 +420,8 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
                        f" {t.max_epochs}, train.max_minutes {t.max_minutes}); nothing was written")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     state = ckpt["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    kept = "model." if task.ema is None else "ema."  # the weights validation scored
+    model.load_state_dict({k.removeprefix(kept): v for k, v in state.items() if k.startswith(kept)})
     run.save_weights(model)
     best_epoch = int(ckpt["epoch"]) + 1 if path == best.best_model_path else None  # 1-based
     run.save_training(training_summary(trainer, best_epoch, best.best_model_score, stop, t, precision,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import lightning as L
@@ -48,10 +49,35 @@ class ForecastTask(L.LightningModule):
         self.loc, self.scale = float(loc), float(scale)
         self.register_buffer("edge_index", edge_index.long(), persistent=False)
         self.register_buffer("edge_weight", None if edge_weight is None else edge_weight.float(), persistent=False)
+        # the weight average of train.ema (validated and checkpointed as "ema.*"; never trained itself)
+        self.ema = None if train.ema is None else copy.deepcopy(model).requires_grad_(False)
+        self.ema_steps = 0
+
+    @property
+    def evaluated(self) -> ForecastModel:
+        """The weights validation scores and the run keeps: the average with ``train.ema``, else the model."""
+        return self.model if self.ema is None else self.ema
 
     def forward(self, batch: Batch) -> GaussianMixture:
-        """The forecast in data units."""
-        return self.model(batch, self.edge_index, self.edge_weight).affine(self.loc, self.scale)
+        """The forecast in data units (of :attr:`evaluated`)."""
+        return self.evaluated(batch, self.edge_index, self.edge_weight).affine(self.loc, self.scale)
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is None:
+            return
+        decay = min(self.cfg.ema, (1 + self.ema_steps) / (10 + self.ema_steps))
+        self.ema_steps += 1
+        avg = [p for p in self.ema.parameters()]
+        torch._foreach_lerp_(avg, [p.detach() for p in self.model.parameters()], 1 - decay)
+        for b, src in zip(self.ema.buffers(), self.model.buffers()):
+            b.copy_(src)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ema_steps"] = self.ema_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.ema_steps = int(checkpoint.get("ema_steps", 0))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         dist = self.model(batch, self.edge_index, self.edge_weight)
