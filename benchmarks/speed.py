@@ -7,13 +7,14 @@ space limit, alternately, several repeats; the median of each figure is reported
 machine's measured float32 matmul peak and the fraction of it achieved. Writes
 ``results/speed.json`` and ``speed.md``.
 
-    python benchmarks/speed.py --nodes 62 207 2000 --repeats 3
+    python benchmarks/speed.py --nodes 62 207 --repeats 3 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -29,16 +30,18 @@ def _limit():
     resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
 
 
-def run(cmd: list[str], timeout: float) -> dict:
+def run(cmd: list[str], timeout: float, threads: int, results: int = 1) -> list[dict]:
+    """The last ``results`` JSON lines the command prints (each an error where it failed)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=_limit)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=_limit, env=env)
     except subprocess.TimeoutExpired:
-        return {"error": f"over {timeout:.0f}s"}
+        return [{"error": f"over {timeout:.0f}s"}] * results
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["failed"])[-1]
-        return {"error": "out of memory (16 GiB limit)" if "memory" in last.lower() or "alloc" in last.lower()
-                else last[:160]}
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        return [{"error": "out of memory (16 GiB limit)" if "memory" in last.lower() or "alloc" in last.lower()
+                 else last[:160]}] * results
+    return [json.loads(line) for line in p.stdout.strip().splitlines()[-results:]]
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -59,56 +62,78 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--threads", type=int, default=1, help="threads of every process (default 1)")
     ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
     a = ap.parse_args()
+    import torch
+
     from stmgt.speed import matmul_peak_gflops
 
+    torch.set_num_threads(a.threads)
     peak = matmul_peak_gflops()
     rows = []
     for n in a.nodes:
-        ref, ours = [], []
+        ref, fp32, bf16 = [], [], []
         for _ in range(a.repeats):
-            ref.append(run([sys.executable, str(REFERENCE), "--json", "--nodes", str(n), "--batch", str(a.batch)],
-                           a.timeout))
-            ours.append(run([sys.executable, "-m", "stmgt", "speed", "--json", "--nodes", str(n), "--batch",
-                             str(a.batch)], a.timeout))
-            if "error" in ref[-1] and "error" in ours[-1]:
+            ref += run([sys.executable, str(REFERENCE), "--json", "--nodes", str(n), "--batch", str(a.batch)],
+                       a.timeout, a.threads)
+            f, b = run([sys.executable, "-m", "stmgt", "speed", "--json", "--nodes", str(n), "--batch",
+                        str(a.batch), "--precision", "both", "--threads", str(a.threads)], a.timeout, a.threads, 2)
+            fp32.append(f)
+            bf16.append(b)
+            if "error" in ref[-1] and "error" in f:
                 break
-        rows.append({"nodes": n, "reference": median_of(ref), "stmgt": median_of(ours)})
+        rows.append({"nodes": n, "reference": median_of(ref), "stmgt": median_of(fp32),
+                     "stmgt_bf16": median_of(bf16)})
         print(json.dumps(rows[-1]), flush=True)
-    res = {"matmul_peak_gflops": round(peak, 1), "batch": a.batch, "rows": rows}
+    res = {"matmul_peak_gflops": round(peak, 1), "batch": a.batch, "threads": a.threads, "machine": _machine(),
+           "rows": rows}
     Path(a.out).write_text(json.dumps(res, indent=1))
     (HERE / "speed.md").write_text(markdown(res))
     print(markdown(res))
+
+
+def _machine() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    return f"{model}, {os.cpu_count()} CPUs, {'/'.join(bf16) or 'no native bf16'}"
 
 
 def markdown(res: dict) -> str:
     peak = res["matmul_peak_gflops"]
     lines = [
         "# STMGT speed against the design document's listing", "",
-        f"Same machine, same run, batch {res['batch']}, history 12, hidden 96, 3 blocks, 4 heads, K=5; medians over "
-        f"repeats, each in its own process. Measured float32 matmul peak: {peak} GFLOP/s.", "",
+        f"Same machine, same run ({res.get('machine', '?')}; {res.get('threads', '?')} thread(s) per process,"
+        f" nothing else running), batch {res['batch']}, history 12, hidden 96, 3 blocks, 4 heads, K=5;"
+        f" medians over repeats, each in its own process. Measured float32 matmul peak: {peak} GFLOP/s; the"
+        " bf16 rows' % of peak is of the bf16 matmul peak measured in the same process (`peak_gflops`).", "",
         "| N | implementation | train samples/s | infer samples/s | GFLOP/sample (train) | achieved GFLOP/s | "
         "% of peak | peak memory MB | train speed-up | infer speed-up |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
-        ref, ours = r["reference"], r["stmgt"]
-        for name, x in (("design-document listing", ref), ("stmgt", ours)):
+        ref = r["reference"]
+        for name, x in (("design-document listing", ref), ("stmgt fp32", r["stmgt"]),
+                        ("stmgt bf16-mixed", r.get("stmgt_bf16", {"error": "not measured"}))):
             if "error" in x:
                 lines.append(f"| {r['nodes']} | {name} | {x['error']} | | | | | | | |")
                 continue
             ach = x["train_gflop_per_sample"] * x["train_samples_per_s"]
             su = iu = ""
-            if name == "stmgt" and "error" not in ref:
+            if name != "design-document listing" and "error" not in ref:
                 su = f"{x['train_samples_per_s'] / ref['train_samples_per_s']:.2f}x"
                 iu = f"{x['infer_samples_per_s'] / ref['infer_samples_per_s']:.2f}x"
             mem = x.get("peak_memory_mb", "")
             lines.append(f"| {r['nodes']} | {name} | {x['train_samples_per_s']:.2f} | "
                          f"{x['infer_samples_per_s']:.2f} | {x['train_gflop_per_sample']:.3f} | {ach:.1f} | "
-                         f"{100 * ach / peak:.0f}% | {mem} | {su} | {iu} |")
-    lines += ["", "Regenerate: `python benchmarks/speed.py` (needs `../shared/bench/seed_reference.py` and "
-              "`torch_geometric` for the reference)."]
+                         f"{100 * ach / x.get('peak_gflops', peak):.0f}% | {mem} | {su} | {iu} |")
+    lines += ["", "Regenerate: `python benchmarks/speed.py --nodes 62 207 --threads 1` (needs"
+              " `../shared/bench/seed_reference.py` and `torch_geometric` for the reference)."]
     return "\n".join(lines) + "\n"
 
 
