@@ -34,6 +34,10 @@ class STMGTConfig(SpatioTemporalConfig):
     only node-level features kept (3.5x faster graph attention at 207 roads; False: plain PyTorch)."""
     checkpoint: bool = False
     """Recompute each block's activations in the backward pass (less memory, ~1/3 more time): large graphs."""
+    recompute_ffn: bool = False
+    """Recompute only the temporal feed-forward's hidden activations in the backward pass: the same
+    numbers, ~0.5 GB less held at 207 roads and batch 32, for a few percent more time (see
+    ``benchmarks/results/time_to_accuracy.md``)."""
     checkpoint_chunk: int | None = Field(None, ge=1)
     """With ``checkpoint``: run each block over chunks of this many samples (bounds memory on huge graphs)."""
 
@@ -64,7 +68,7 @@ class STMGT(ForecastModel):
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
             STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention,
-                    edge_dim=1 if self.edge_weights else None)
+                    edge_dim=1 if self.edge_weights else None, recompute_ffn=cfg.recompute_ffn)
             for _ in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)

@@ -39,3 +39,37 @@ def test_training_path_equals_sdpa_when_the_dropout_mask_keeps_everything(monkey
     t.eval()
     g2 = torch.autograd.grad(t.attend(x).sum(), x)[0]
     torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-5)
+
+
+def _saved_bytes(fn):
+    """Bytes of the distinct storages autograd keeps for backward while ``fn`` runs."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+def test_recomputing_the_feed_forward_gives_the_same_numbers_and_holds_less():
+    torch.manual_seed(0)
+    plain = TemporalBranch(32, 4, dropout=0.3).train()
+    again = TemporalBranch(32, 4, dropout=0.3, recompute_ffn=True).train()
+    again.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 10, 5, 32, requires_grad=True)  # [B, T, N, D]
+    outs, grads, held = [], [], []
+    for t in (plain, again):
+        torch.manual_seed(1)  # the same dropout masks (checkpoint replays the random state)
+        y, nbytes = _saved_bytes(lambda: t(x))
+        g = torch.autograd.grad((y * torch.linspace(-1, 1, 32)).sum(), [x, *t.parameters()])
+        outs.append(y)
+        grads.append(g)
+        held.append(nbytes)
+    torch.testing.assert_close(outs[1], outs[0])
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b)
+    hidden = 2 * 10 * 5 * 4 * 32 * 4  # one [B*N, T, 4D] float32 tensor
+    assert held[0] - held[1] >= 2 * hidden, held

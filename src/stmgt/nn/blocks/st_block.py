@@ -21,6 +21,8 @@ class STBlock(nn.Module):
             branch alone (an ablation: "does the graph help?").
         fused: GATv2's edge operations in the compiled CPU kernels (default True; not used with
             ``edge_dim``).
+        recompute_ffn: recompute the temporal feed-forward's hidden activations in backward
+            (default False; see :class:`~stmgt.nn.blocks.temporal_branch.TemporalBranch`).
         edge_dim: edge attribute size of the spatial attention, or None (default): no edge
             features. ``edge_dim=1`` reads the graph's edge weights.
 
@@ -32,11 +34,12 @@ class STBlock(nn.Module):
     """
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
-                 spatial: bool = True, fused: bool = True, edge_dim: int | None = None):
+                 spatial: bool = True, fused: bool = True, edge_dim: int | None = None,
+                 recompute_ffn: bool = False):
         super().__init__()
         self.spatial = (SpatialBranch(hidden, heads, dropout, drop_edge, fused=fused, edge_dim=edge_dim)
                         if spatial else None)
-        self.temporal = TemporalBranch(hidden, heads, dropout)
+        self.temporal = TemporalBranch(hidden, heads, dropout, recompute_ffn=recompute_ffn)
         self.fusion = GatedFusion(hidden) if spatial else None
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
