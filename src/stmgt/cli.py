@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stmgt.config import DataConfig, SyntheticConfig, TrainConfig
 from stmgt.console import duration, notice
-from stmgt.errors import StmgtError, one_line_warnings
+from stmgt.errors import Interrupted, StmgtError, one_line_warnings
 from stmgt.registry import DEFAULT_MODEL, model_names
 
 EPILOG = """examples:
@@ -331,12 +331,12 @@ def _cmd_data(a) -> int:
 
 def _cmd_train(a) -> int:
     from stmgt.config import load_config
-    from stmgt.training.fit import fit, resume_run_dir
+    from stmgt.training.fit import fit, interrupted_target, resume_run_dir
 
     if a.resume and not Path(a.resume).is_file():
         raise StmgtError(f"{a.resume}: no checkpoint to resume from (look for RUN_DIR/checkpoints/last.ckpt)")
     source = resume_run_dir(a.resume) if a.resume else None
-    out = a.out or source
+    out = a.out or (interrupted_target(source) if source is not None else None)
     if out is None:
         raise StmgtError("stmgt train needs --out RUN_DIR (the folder to write the run to)"
                          if not a.resume else f"--resume {a.resume}: not in a RUN_DIR/checkpoints folder; name"
@@ -617,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 choose_threads(getattr(a, "threads", None))
             return COMMANDS[a.command](a)
+    except Interrupted as e:
+        print(f"stmgt: {e}", file=sys.stderr)
+        return e.exit_code
     except StmgtError as e:
         print(f"stmgt: error: {e}", file=sys.stderr)
         return 2

@@ -55,6 +55,15 @@ class RunError(StmgtError):
     """A run folder that is missing, incomplete or from an incompatible version."""
 
 
+class Interrupted(StmgtError):
+    """Work stopped by a signal (SIGTERM from a scheduler, Ctrl-C) after saving what resumes it; the
+    command exits with ``exit_code`` (128 + the signal's number: 143 for SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class StmgtWarning(UserWarning):
     """A problem in user input that does not stop the work; its message is one line."""
 

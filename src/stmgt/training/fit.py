@@ -19,7 +19,7 @@ from stmgt.console import duration, notice
 from stmgt.data.panel import Panel
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
-from stmgt.errors import ConfigError, DataError, RunError
+from stmgt.errors import ConfigError, DataError, Interrupted, RunError
 from stmgt.models import build_model
 from stmgt.run_folder import Run, data_info, is_run_folder
 from stmgt.runtime import (
@@ -174,6 +174,40 @@ def resume_run_dir(checkpoint: str | Path) -> Path | None:
     c = Path(checkpoint)
     run = c.parent.parent if c.parent.name == "checkpoints" else None
     return run if run is not None and is_run_folder(run) else None
+
+
+INTERRUPTED = ".interrupted"
+
+
+def interrupted_target(run_dir: Path) -> Path:
+    """The run folder a resumed run is written to by default: ``OUT`` for the ``OUT.interrupted``
+    folder an interrupted training leaves, else ``run_dir`` itself."""
+    name = run_dir.name
+    return run_dir.with_name(name[: -len(INTERRUPTED)]) if name.endswith(INTERRUPTED) else run_dir
+
+
+class SaveOnInterrupt(Callback):
+    """When Lightning stops training for SIGTERM (its ``SIGTERMException``, raised after the batch in
+    progress) or Ctrl-C, save ``last.ckpt`` in ``dirpath`` and remember which signal and where."""
+
+    def __init__(self, dirpath: Path):
+        self.dirpath, self.signal, self.where = Path(dirpath), None, ""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+        else:
+            return
+        loop = trainer.fit_loop.epoch_loop
+        done = loop.batch_progress.current.completed
+        self.where = (f"epoch {trainer.current_epoch + 1}, after batch {done} of {trainer.num_training_batches}"
+                      if done else f"epoch {trainer.current_epoch + 1}, before its first batch")
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(self.dirpath / "last.ckpt")
 
 
 def _same_folder(a: Path, b: Path | None) -> bool:
@@ -378,7 +412,8 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     best = RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
                          enable_version_counter=False, source=None if resume is None else Path(resume).parent)
     stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
-    callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None)]
+    saver = SaveOnInterrupt(ckpt_dir)
+    callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None), saver]
     threads = None
     if t.devices * t.num_nodes == 1 and t.accelerator == "cpu" and explicit_threads(t.num_threads) is None:
         threads = AdaptiveThreads()
@@ -410,8 +445,13 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
         torch.multiprocessing.set_sharing_strategy("file_system")
     g = torch.Generator().manual_seed(t.seed)
     started = time.perf_counter()
-    trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
-                ckpt_path=str(resume) if resume else None, weights_only=True)
+    try:
+        trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
+                    ckpt_path=str(resume) if resume else None, weights_only=True)
+    except SystemExit:  # Lightning's SIGTERMException, and its exit after a Ctrl-C, are SystemExit
+        if saver.signal is None or not trainer.is_global_zero:
+            raise
+        _keep_interrupted(run.dir, out, saver, out_dir)
     if not trainer.is_global_zero:  # other DDP processes: rank 0 writes the run
         return Run(out_dir)
     path = best.best_model_path or best.last_model_path
@@ -429,7 +469,21 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
                                        None if threads is None else threads.governor.counts))
     run.save_manifest()
     _install(tmp, out, overwrite)
+    if source is not None and source.name.endswith(INTERRUPTED) and _same_folder(interrupted_target(source), out):
+        shutil.rmtree(source, ignore_errors=True)  # the interrupted run is complete now
     return Run(out_dir)
+
+
+def _keep_interrupted(tmp: Path, out: Path, saver: SaveOnInterrupt, out_dir) -> None:
+    """Keep the interrupted run ``tmp`` as ``OUT.interrupted`` (replacing an older one) and raise
+    :class:`~stmgt.errors.Interrupted` saying how to resume it."""
+    keep = out.with_name(out.name + INTERRUPTED)
+    shutil.rmtree(keep, ignore_errors=True)
+    tmp.rename(keep)
+    ckpt = keep / "checkpoints" / "last.ckpt"
+    code = 143 if saver.signal == "SIGTERM" else 130
+    raise Interrupted(f"training stopped by {saver.signal} at {saver.where}; the checkpoint to resume from is"
+                      f" {ckpt} (stmgt train --resume {ckpt} writes {out_dir}); exit status {code}", code)
 
 
 def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping, t, precision: str,
