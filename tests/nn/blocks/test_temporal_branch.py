@@ -63,7 +63,7 @@ def test_recomputing_the_feed_forward_gives_the_same_numbers_and_holds_less():
     outs, grads, held = [], [], []
     for t in (plain, again):
         torch.manual_seed(1)  # the same dropout masks (checkpoint replays the random state)
-        y, nbytes = _saved_bytes(lambda: t(x))
+        y, nbytes = _saved_bytes(lambda t=t: t(x))
         g = torch.autograd.grad((y * torch.linspace(-1, 1, 32)).sum(), [x, *t.parameters()])
         outs.append(y)
         grads.append(g)
