@@ -138,3 +138,49 @@ def test_benchmark_trainings_are_labelled_with_their_place_in_the_run_and_quiet_
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("[1/4] last_value/seed0: MAE avg ") and out[3].startswith("[4/4] historical_average/")
+
+
+@pytest.mark.slow
+def test_benchmark_resumes_a_run_its_time_budget_stopped_and_marks_partial_runs(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {synthetic: {nodes: 5, days: 2}}\nmodel: {hidden: 8}\n"
+                   "train: {batch_size: 32, num_threads: 1, progress: false}\n")
+    argv = ["benchmark", "--models", "gru", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path),
+            "--name", "b", "--quiet"]
+    assert main([*argv, "--max-epochs", "2"]) == 0
+    res = json.loads((tmp_path / "b.json").read_text())
+    first = res["runs"]["gru/seed0"]
+    assert first["epochs"] == 2
+    res["runs"]["gru/seed0"]["stop_reason"] = "budget"  # as if train.max_minutes had stopped it there
+    (tmp_path / "b.json").write_text(json.dumps(res))
+    other = ["benchmark", *argv[1:]]
+    other[other.index("gru")] = "last_value"
+    assert main(other) == 0  # the table (which holds every run of the results) marks it partial
+    md = (tmp_path / "b.md").read_text()
+    assert "Still partial" in md and "gru/seed0" in md.split("Still partial")[1].split("\n")[0]
+
+    assert main([*argv, "--max-epochs", "4"]) == 0  # resumed from its checkpoint, not retrained
+    run = json.loads((tmp_path / "b.json").read_text())["runs"]["gru/seed0"]
+    assert run["epochs"] == 4 and run["stop_reason"] == "max_epochs"
+    assert run["train_seconds"] >= first["train_seconds"]  # both invocations' training time
+    hist = (tmp_path / "runs" / "b" / "gru" / "seed0" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in hist[1:]] == ["0", "1", "2", "3"]
+    assert "Still partial" not in (tmp_path / "b.md").read_text()
+
+    import shutil
+
+    res = json.loads((tmp_path / "b.json").read_text())
+    res["runs"]["gru/seed0"]["stop_reason"] = "budget"
+    (tmp_path / "b.json").write_text(json.dumps(res))
+    shutil.rmtree(tmp_path / "runs" / "b" / "gru" / "seed0")  # its run folder gone: trained from scratch
+    assert main([*argv, "--max-epochs", "3"]) == 0
+    run = json.loads((tmp_path / "b.json").read_text())["runs"]["gru/seed0"]
+    assert run["epochs"] == 3 and run["stop_reason"] == "max_epochs"
+
+
+def test_the_time_budget_is_per_invocation_and_not_restored_from_a_checkpoint():
+    from stmgt.training.fit import SessionBudget
+
+    b = SessionBudget(duration={"minutes": 1})
+    b.load_state_dict({"time_elapsed": {"train": 1e9, "validate": 0, "test": 0, "predict": 0}})
+    assert b.time_elapsed("train") < 1

@@ -181,8 +181,11 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     for k, (model, seed) in enumerate(todo, 1):
         key = f"{model}/seed{seed}"
         run_dir = out / "runs" / name / model / f"seed{seed}"
-        if key in _read(path)["runs"]:
-            continue  # resumable: finished runs are kept
+        done = _read(path)["runs"].get(key)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        resume = last if done is not None and done.get("stop_reason") == "budget" and last.is_file() else None
+        if done is not None and done.get("stop_reason") != "budget":
+            continue  # finished runs are kept; a budget-stopped one is resumed, or retrained without its folder
         claim = _claim(run_dir)
         if claim is None:
             continue  # another process is training this run
@@ -192,12 +195,15 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
         t0 = time.perf_counter()
         with claim:
             (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock
+            if resume is not None and not quiet:
+                notice(f"[{k}/{len(todo)}] {key}: stopped by its time budget at epoch {done['epochs']};"
+                       f" resuming from {last}", sys.stdout)
             run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result
-                      quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
+                      resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
             metrics, _ = forecast_split(run.model(), run.data(panel), "test")
         metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
-        metrics["seconds"] = time.perf_counter() - t0  # training and test evaluation
-        metrics.setdefault("train_seconds", metrics["seconds"])
+        metrics["seconds"] = time.perf_counter() - t0  # training and test evaluation (this invocation)
+        metrics.setdefault("train_seconds", metrics["seconds"])  # (trained: every invocation's training)
         with _locked(path):  # merge with runs other processes finished meanwhile
             res["runs"] = {**_read(path)["runs"], key: metrics}
             path.write_text(json.dumps(res, indent=1))
@@ -215,7 +221,12 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
         by_seeds.setdefault(len(runs), []).append(model)
     commands = [f"`stmgt benchmark --data {data} --models {' '.join(ms)} --seeds {n} --protocol {protocol}"
                 + (f" --config {config}" if config else "") + "`" for n, ms in by_seeds.items()]
-    md = [f"# Benchmark: {name}", "", res["protocol_text"], "", metrics_table_markdown(rows, horizons=horizons), "",
+    partial = sorted(k for k, m in res["runs"].items() if m.get("stop_reason") == "budget")
+    note = ([f"**Still partial** (stopped by their time budget, `train.max_minutes`; the next `stmgt benchmark`"
+             f" resumes each from its checkpoint while its run folder is there): {', '.join(partial)}.", ""]
+            if partial else [])
+    md = [f"# Benchmark: {name}", "", res["protocol_text"], "", *note,
+          metrics_table_markdown(rows, horizons=horizons), "",
           probabilistic_table_markdown(rows), "", training_table_markdown(res["runs"]), "",
           "Regenerate: " + "; then ".join(commands) + "."]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")

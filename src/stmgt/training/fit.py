@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
 
 from stmgt.config import Config
 from stmgt.console import duration, notice
@@ -184,6 +184,15 @@ def interrupted_target(run_dir: Path) -> Path:
     folder an interrupted training leaves, else ``run_dir`` itself."""
     name = run_dir.name
     return run_dir.with_name(name[: -len(INTERRUPTED)]) if name.endswith(INTERRUPTED) else run_dir
+
+
+class SessionBudget(Timer):
+    """Lightning's ``Timer`` (stop after ``duration``) without restoring the elapsed time from a
+    checkpoint: ``train.max_minutes`` is a budget per invocation, so a run stopped by its budget continues
+    for another budget when resumed (a restored Timer would stop it at once)."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        return None
 
 
 class SaveOnInterrupt(Callback):
@@ -412,8 +421,13 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     best = RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
                          enable_version_counter=False, source=None if resume is None else Path(resume).parent)
     stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
+    if t.max_minutes:  # counted from this invocation's start, also when resumed from a checkpoint
+        callbacks_budget = [SessionBudget(duration={"minutes": t.max_minutes})]
+    else:
+        callbacks_budget = []
     saver = SaveOnInterrupt(ckpt_dir)
-    callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None), saver]
+    callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None), saver,
+                 *callbacks_budget]
     threads = None
     if t.devices * t.num_nodes == 1 and t.accelerator == "cpu" and explicit_threads(t.num_threads) is None:
         threads = AdaptiveThreads()
@@ -429,7 +443,6 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
         strategy=("ddp" if t.devices * t.num_nodes > 1 else "auto") if t.strategy == "auto" else t.strategy,
         num_nodes=t.num_nodes,
         precision=precision,
-        max_time={"minutes": t.max_minutes} if t.max_minutes else None,
         gradient_clip_val=t.grad_clip,
         gradient_clip_algorithm="norm",
         callbacks=callbacks,
@@ -445,6 +458,7 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
         torch.multiprocessing.set_sharing_strategy("file_system")
     g = torch.Generator().manual_seed(t.seed)
     started = time.perf_counter()
+    task.started = started
     try:
         trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
                     ckpt_path=str(resume) if resume else None, weights_only=True)
@@ -465,7 +479,7 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     run.save_weights(model)
     best_epoch = int(ckpt["epoch"]) + 1 if path == best.best_model_path else None  # 1-based
     run.save_training(training_summary(trainer, best_epoch, best.best_model_score, stop, t, precision,
-                                       time.perf_counter() - started,
+                                       task.seconds_before + time.perf_counter() - started,
                                        None if threads is None else threads.governor.counts))
     run.save_manifest()
     _install(tmp, out, overwrite)

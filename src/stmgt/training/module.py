@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import lightning as L
 import torch
@@ -52,6 +53,8 @@ class ForecastTask(L.LightningModule):
         # the weight average of train.ema (validated and checkpointed as "ema.*"; never trained itself)
         self.ema = None if train.ema is None else copy.deepcopy(model).requires_grad_(False)
         self.ema_steps = 0
+        self.seconds_before = 0.0  # training seconds of the invocations before this one (from a checkpoint)
+        self.started: float | None = None  # perf_counter at this invocation's start (set by fit)
 
     @property
     def evaluated(self) -> ForecastModel:
@@ -75,9 +78,12 @@ class ForecastTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ema_steps"] = self.ema_steps
+        now = 0.0 if self.started is None else time.perf_counter() - self.started
+        checkpoint["train_seconds"] = self.seconds_before + now  # a resumed run's time adds up
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.ema_steps = int(checkpoint.get("ema_steps", 0))
+        self.seconds_before = float(checkpoint.get("train_seconds", 0.0))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         dist = self.model(batch, self.edge_index, self.edge_weight)
