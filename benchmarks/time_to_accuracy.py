@@ -28,39 +28,41 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 
-#: lever name -> (model overrides, precision, threads)
+#: lever name -> (model overrides, precision, threads, batch size)
 LEVERS = {
-    "fp32, PyTorch graph attention (before)": ({"model.fused_attention": False}, "32", 1),
-    "fp32, fused graph-attention kernels": ({}, "32", 1),
-    "bf16 autocast, fused kernels": ({}, "bf16-mixed", 1),
-    "fp32, fused kernels, 2 threads": ({}, "32", 2),
-    "bf16 autocast, fused kernels, 2 threads": ({}, "bf16-mixed", 2),
+    "fp32, PyTorch graph attention (before)": ({"model.fused_attention": False}, "32", 1, 32),
+    "fp32, fused graph-attention kernels": ({}, "32", 1, 32),
+    "bf16 autocast, fused kernels": ({}, "bf16-mixed", 1, 32),
+    "bf16 autocast, fused kernels, FFN recomputed": ({"model.recompute_ffn": True}, "bf16-mixed", 1, 32),
+    "fp32, fused kernels, 2 threads": ({}, "32", 2, 32),
+    "bf16 autocast, fused kernels, 2 threads": ({}, "bf16-mixed", 2, 32),
+    "bf16 autocast, fused kernels, 2 threads, FFN recomputed": ({"model.recompute_ffn": True}, "bf16-mixed", 2, 32),
+    "bf16 autocast, fused kernels, 2 threads, batch 64": ({}, "bf16-mixed", 2, 64),
 }
 
 _CHILD = r"""
 import json, resource, statistics, sys, time
 import torch
-over, precision, threads, steps, data = json.loads(sys.argv[1])
+over, precision, threads, batch, steps, data = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
+from torch.utils.flop_counter import FlopCounterMode
 from stmgt.config import load_config
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
 from stmgt.models import build_model
 from stmgt.run_folder import data_info
 from stmgt.runtime import keep_freed_memory
+from stmgt.speed import matmul_peak_gflops
 from stmgt.training.loss import mixture_loss
 keep_freed_memory()
-cfg = load_config(None, {"data.source": data, **over})
+cfg = load_config(None, {"data.source": data, "model.node_embedding": True, **over})
 torch.manual_seed(0)
-d = PanelData(load_source(cfg.data), 12, 12, (0.7, 0.1, 0.2), 32)
+d = PanelData(load_source(cfg.data), 12, 12, (0.7, 0.1, 0.2), batch)
 model = build_model(cfg.model, data_info(d)).train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
 it = iter(d.loader("train", generator=torch.Generator().manual_seed(0)))
 loc, sc = d.scaler.target_loc, d.scaler.target_scale
-times = []
-for i in range(steps + 1):
-    b = next(it)
-    t = time.perf_counter()
+def step(b):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
         dist = model(b, d.edge_index)
         loss, _ = mixture_loss(dist, (b.y - loc) / sc, b.y_mask)
@@ -68,23 +70,35 @@ for i in range(steps + 1):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
+times = []
+for i in range(steps + 1):
+    b = next(it)
+    t = time.perf_counter()
+    step(b)
     if i:
         times.append(time.perf_counter() - t)
-print(json.dumps({"step_s": statistics.median(times), "steps": times, "batches": len(d.loader("train")),
-                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+with FlopCounterMode(display=False) as fc:
+    step(next(it))
+peak = matmul_peak_gflops(dtype=torch.bfloat16 if precision == "bf16-mixed" else torch.float32)
+s = statistics.median(times)
+print(json.dumps({"step_s": s, "steps": times, "batches": len(d.loader("train")), "peak_rss_gib": rss,
+                  "gflop_per_step": fc.get_total_flops() / 1e9, "achieved_gflops": fc.get_total_flops() / 1e9 / s,
+                  "peak_gflops": peak, "fraction_of_peak": fc.get_total_flops() / 1e9 / s / peak}))
 """
 
 
 def measure_steps(data: str, steps: int) -> list[dict]:
     rows = []
-    for name, (over, precision, threads) in LEVERS.items():
-        arg = json.dumps([over, precision, threads, steps, data])
+    for name, (over, precision, threads, batch) in LEVERS.items():
+        arg = json.dumps([over, precision, threads, batch, steps, data])
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         out = subprocess.run([sys.executable, "-c", _CHILD, arg], capture_output=True, text=True, env=env)
         if out.returncode:
             raise SystemExit(f"{name}: {out.stderr.strip().splitlines()[-1]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        r.update(lever=name, precision=precision, threads=threads, epoch_min=r["step_s"] * r["batches"] / 60)
+        r.update(lever=name, precision=precision, threads=threads, batch=batch,
+                 epoch_min=r["step_s"] * r["batches"] / 60)
         print(f"{name}: {r['step_s']:.2f} s/step, {r['peak_rss_gib']:.1f} GiB", flush=True)
         rows.append(r)
     return rows
@@ -107,13 +121,18 @@ def table(res: dict) -> str:
           "--data ../shared/data/los_loop` and `python benchmarks/time_to_accuracy.py runs RUN_DIR ...`.", ""]
     if res.get("steps"):
         md += ["## One training step per lever", "",
-               "Design architecture (hidden 96, 3 blocks, 4 heads, K=5), Los-loop (207 roads, 2,833 edges with"
-               " self-loops), batch 32, history 12 -> 12; median of the timed steps after one warm-up, one fresh"
-               " process per lever, nothing else running unless stated; an epoch is 44 batches.", "",
-               "| lever | precision | threads | s / step | min / epoch | peak RSS (GiB) |", "|---|---|---|---|---|---|"]
+               "Design architecture (hidden 96, 3 blocks, 4 heads, K=5, node embedding), Los-loop (207 roads,"
+               " 2,833 edges with self-loops), batch 32 unless stated, history 12 -> 12; median of the timed steps"
+               " after one warm-up, one fresh process per lever, one lever at a time, nothing else running; an"
+               " epoch is 44 batches of 32 (22 of 64). FLOPs by torch's FlopCounterMode for one step; the peak is"
+               " a 2048^3 matrix product in the lever's precision on the same threads, in the same process.", "",
+               "| lever | precision | threads | s / step | min / epoch | peak RSS (GiB) | GFLOP / step |"
+               " achieved GFLOP/s | % of matmul peak |", "|---|---|---|---|---|---|---|---|---|"]
         for r in res["steps"]:
+            flops = (f"{r['gflop_per_step']:.0f} | {r['achieved_gflops']:.1f} | {100 * r['fraction_of_peak']:.0f}%"
+                     f" of {r['peak_gflops']:.0f}" if "gflop_per_step" in r else " | | ")
             md.append(f"| {r['lever']} | {r['precision']} | {r['threads']} | {r['step_s']:.2f} | "
-                      f"{r['epoch_min']:.1f} | {r['peak_rss_gib']:.1f} |")
+                      f"{r['epoch_min']:.1f} | {r['peak_rss_gib']:.2f} | {flops} |")
         md.append("")
     if res.get("notes"):
         md += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
