@@ -128,7 +128,7 @@ def markdown(res: dict) -> str:
             if name != "design-document listing" and "error" not in ref:
                 su = f"{x['train_samples_per_s'] / ref['train_samples_per_s']:.2f}x"
                 iu = f"{x['infer_samples_per_s'] / ref['infer_samples_per_s']:.2f}x"
-            mem = x.get("peak_memory_mb", "")
+            mem = f"{x['peak_memory_mb']:.0f}" if x.get("peak_memory_mb") is not None else ""
             lines.append(f"| {r['nodes']} | {name} | {x['train_samples_per_s']:.2f} | "
                          f"{x['infer_samples_per_s']:.2f} | {x['train_gflop_per_sample']:.3f} | {ach:.1f} | "
                          f"{100 * ach / x.get('peak_gflops', peak):.0f}% | {mem} | {su} | {iu} |")
