@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "speed.json"))
     a = ap.parse_args()
     import torch
+    from time_to_accuracy import machine  # benchmarks/: the same machine line in both tables
 
     from stmgt.speed import matmul_peak_gflops
 
@@ -86,22 +87,11 @@ def main() -> None:
         rows.append({"nodes": n, "reference": median_of(ref), "stmgt": median_of(fp32),
                      "stmgt_bf16": median_of(bf16)})
         print(json.dumps(rows[-1]), flush=True)
-    res = {"matmul_peak_gflops": round(peak, 1), "batch": a.batch, "threads": a.threads, "machine": _machine(),
+    res = {"matmul_peak_gflops": round(peak, 1), "batch": a.batch, "threads": a.threads, "machine": machine(),
            "rows": rows}
     Path(a.out).write_text(json.dumps(res, indent=1))
     (HERE / "speed.md").write_text(markdown(res))
     print(markdown(res))
-
-
-def _machine() -> str:
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    return f"{model}, {os.cpu_count()} CPUs, {'/'.join(bf16) or 'no native bf16'}"
 
 
 def markdown(res: dict) -> str:

@@ -182,10 +182,11 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
         key = f"{model}/seed{seed}"
         run_dir = out / "runs" / name / model / f"seed{seed}"
         done = _read(path)["runs"].get(key)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        resume = last if done is not None and done.get("stop_reason") == "budget" and last.is_file() else None
-        if done is not None and done.get("stop_reason") != "budget":
+        partial = done is not None and done.get("stop_reason") == "budget"
+        if done is not None and not partial:
             continue  # finished runs are kept; a budget-stopped one is resumed, or retrained without its folder
+        last = run_dir / "checkpoints" / "last.ckpt"
+        resume = last if partial and last.is_file() else None
         claim = _claim(run_dir)
         if claim is None:
             continue  # another process is training this run
@@ -202,8 +203,8 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                       resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
             metrics, _ = forecast_split(run.model(), run.data(panel), "test")
         metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
-        metrics["seconds"] = time.perf_counter() - t0  # training and test evaluation (this invocation)
-        metrics.setdefault("train_seconds", metrics["seconds"])  # (trained: every invocation's training)
+        metrics["seconds"] = time.perf_counter() - t0  # this invocation's training and test evaluation
+        metrics.setdefault("train_seconds", metrics["seconds"])  # trained runs: every invocation's training
         with _locked(path):  # merge with runs other processes finished meanwhile
             res["runs"] = {**_read(path)["runs"], key: metrics}
             path.write_text(json.dumps(res, indent=1))

@@ -6,6 +6,7 @@ import csv
 import logging
 import os
 import shutil
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -206,9 +207,9 @@ class SaveOnInterrupt(Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(exception, SIGTERMException):
-            self.signal = "SIGTERM"
+            self.signal = signal.SIGTERM
         elif isinstance(exception, KeyboardInterrupt):
-            self.signal = "SIGINT"
+            self.signal = signal.SIGINT
         else:
             return
         loop = trainer.fit_loop.epoch_loop
@@ -421,13 +422,10 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     best = RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mae", mode="min", save_last=True,
                          enable_version_counter=False, source=None if resume is None else Path(resume).parent)
     stop = EarlyStopping(monitor="val_mae", mode="min", patience=t.patience)
-    if t.max_minutes:  # counted from this invocation's start, also when resumed from a checkpoint
-        callbacks_budget = [SessionBudget(duration={"minutes": t.max_minutes})]
-    else:
-        callbacks_budget = []
     saver = SaveOnInterrupt(ckpt_dir)
-    callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None), saver,
-                 *callbacks_budget]
+    callbacks = [best, stop, HistoryWriter(run.dir / "history.csv", resume=resume is not None), saver]
+    if t.max_minutes:  # counted from this invocation's start, also when resumed from a checkpoint
+        callbacks.append(SessionBudget(duration={"minutes": t.max_minutes}))
     threads = None
     if t.devices * t.num_nodes == 1 and t.accelerator == "cpu" and explicit_threads(t.num_threads) is None:
         threads = AdaptiveThreads()
@@ -457,8 +455,7 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
         # tensors reach the spawned processes through files, not file descriptors
         torch.multiprocessing.set_sharing_strategy("file_system")
     g = torch.Generator().manual_seed(t.seed)
-    started = time.perf_counter()
-    task.started = started
+    task.started = time.perf_counter()
     try:
         trainer.fit(task, data.loader("train", generator=g), data.loader("val", shuffle=False),
                     ckpt_path=str(resume) if resume else None, weights_only=True)
@@ -479,7 +476,7 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     run.save_weights(model)
     best_epoch = int(ckpt["epoch"]) + 1 if path == best.best_model_path else None  # 1-based
     run.save_training(training_summary(trainer, best_epoch, best.best_model_score, stop, t, precision,
-                                       task.seconds_before + time.perf_counter() - started,
+                                       task.train_seconds(),
                                        None if threads is None else threads.governor.counts))
     run.save_manifest()
     _install(tmp, out, overwrite)
@@ -495,8 +492,8 @@ def _keep_interrupted(tmp: Path, out: Path, saver: SaveOnInterrupt, out_dir) -> 
     shutil.rmtree(keep, ignore_errors=True)
     tmp.rename(keep)
     ckpt = keep / "checkpoints" / "last.ckpt"
-    code = 143 if saver.signal == "SIGTERM" else 130
-    raise Interrupted(f"training stopped by {saver.signal} at {saver.where}; the checkpoint to resume from is"
+    code = 128 + int(saver.signal)  # the shell's status for a process ended by that signal: 143, 130
+    raise Interrupted(f"training stopped by {saver.signal.name} at {saver.where}; the checkpoint to resume from is"
                       f" {ckpt} (stmgt train --resume {ckpt} writes {out_dir}); exit status {code}", code)
 
 

@@ -71,15 +71,17 @@ class ForecastTask(L.LightningModule):
             return
         decay = min(self.cfg.ema, (1 + self.ema_steps) / (10 + self.ema_steps))
         self.ema_steps += 1
-        avg = [p for p in self.ema.parameters()]
-        torch._foreach_lerp_(avg, [p.detach() for p in self.model.parameters()], 1 - decay)
+        torch._foreach_lerp_(list(self.ema.parameters()), [p.detach() for p in self.model.parameters()], 1 - decay)
         for b, src in zip(self.ema.buffers(), self.model.buffers()):
             b.copy_(src)
 
+    def train_seconds(self) -> float:
+        """Training wall-clock so far: the earlier invocations' (from the checkpoint) and this one's."""
+        return self.seconds_before + (0.0 if self.started is None else time.perf_counter() - self.started)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ema_steps"] = self.ema_steps
-        now = 0.0 if self.started is None else time.perf_counter() - self.started
-        checkpoint["train_seconds"] = self.seconds_before + now  # a resumed run's time adds up
+        checkpoint["train_seconds"] = self.train_seconds()  # a resumed run's time adds up
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.ema_steps = int(checkpoint.get("ema_steps", 0))
