@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 RESULTS = Path(__file__).parent / "results"
-JSON = RESULTS / "los_loop_ablation.json"
+JSON = RESULTS / "los_loop_probes.json"
 BASE = {"model.hidden": 32, "model.heads": 2, "model.blocks": 1, "model.node_embedding": True,
         "train.max_epochs": 12, "train.t0": 12, "train.patience": 100, "train.num_threads": 1,
         "train.progress": False}
@@ -88,7 +88,7 @@ def main() -> None:
         rows = [x for x in rows if x["name"] != a.name] + [row]
         JSON.write_text(json.dumps(rows, indent=1))
         print(json.dumps(row))
-    (RESULTS / "los_loop_ablation.md").write_text(table(rows))
+    (RESULTS / "los_loop_probes.md").write_text(table(rows))
 
 
 if __name__ == "__main__":

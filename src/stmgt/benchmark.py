@@ -37,7 +37,7 @@ PROTOCOLS = {
 }
 
 
-def protocol_text(protocol: str, panel_name: str, cfg) -> str:
+def protocol_text(protocol: str, panel_name: str, cfg, split: str = "test") -> str:
     d = cfg.data
     f = "/".join(f"{x * 100:g}" for x in d.split)
     pooled = " Metrics pooled over the 3 steps (the T-GCN paper's RMSE)." if protocol == "tgcn" else ""
@@ -45,8 +45,10 @@ def protocol_text(protocol: str, panel_name: str, cfg) -> str:
             f"inside each split; history {d.history} -> horizon {d.horizon}; scaler fitted on the training split; "
             "masked metrics on de-normalised values (MAE and MAPE score each forecast's median, RMSE its mean); "
             "horizon columns are single steps, 'avg' is the mean over all "
-            "forecast steps; checkpoint chosen on validation MAE and the test split evaluated once; mean +/- "
-            f"sample std over seeds.{pooled}")
+            "forecast steps; checkpoint chosen on validation MAE and "
+            + ("the test split evaluated once" if split == "test" else
+               "**every figure from the validation split** (an ablation: the test split is not read)")
+            + f"; mean +/- sample std over seeds.{pooled}")
 
 
 def _flock(path: Path, wait: bool):
@@ -153,12 +155,14 @@ def training_table_markdown(runs: dict) -> str:
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
                   name: str | None = None, protocol: str = "standard", config: str | None = None,
                   max_epochs: int | None = None, data_format: str | None = None,
-                  options: dict[str, str] | None = None, quiet: bool = False) -> dict:
+                  options: dict[str, str] | None = None, quiet: bool = False, split: str = "test") -> dict:
     """``options``: the command-line option of each setting (``{"train.max_epochs": "--max-epochs"}``), named in
     the message for a bad value (:func:`~stmgt.config.load_config`).
 
     Each training's epoch lines and terminal status line start with ``[k/n] <model> seed <s>``
-    (the k-th of the n runs) and each finished run prints its test MAE; ``quiet`` prints neither."""
+    (the k-th of the n runs) and each finished run prints its test MAE; ``quiet`` prints neither.
+    ``split="val"`` scores every run on the validation split instead (ablations chosen on validation, the
+    test split untouched); one results file holds one split (a mismatch is refused)."""
     out = Path(out)
     base_raw, overrides = per_model_overrides(config)
     trains = {entry: model_of(entry, overrides, config) for entry in models}  # every entry checked first
@@ -176,7 +180,11 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     name = result_name(data, protocol, name)
     path = out / f"{name}.json"
     res = _read(path)
-    res.update({"data": data, "protocol": protocol, "protocol_text": protocol_text(protocol, panel.name, cfg0)})
+    if res.get("runs") and res.get("split", "test") != split:
+        raise ConfigError(f"{path} holds {res.get('split', 'test')}-split results; scoring on {split} would mix"
+                          " the two (choose another --name)")
+    res.update({"data": data, "protocol": protocol, "split": split,
+                "protocol_text": protocol_text(protocol, panel.name, cfg0, split)})
     todo = [(model, seed) for model in models for seed in range(seeds)]
     for k, (model, seed) in enumerate(todo, 1):
         key = f"{model}/seed{seed}"
@@ -201,7 +209,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                        f" resuming from {last}", sys.stdout)
             run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result
                       resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
-            metrics, _ = forecast_split(run.model(), run.data(panel), "test")
+            metrics, _ = forecast_split(run.model(), run.data(panel), split)
         metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
         metrics["seconds"] = time.perf_counter() - t0  # this invocation's training and test evaluation
         metrics.setdefault("train_seconds", metrics["seconds"])  # trained runs: every invocation's training
@@ -209,7 +217,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
             res["runs"] = {**_read(path)["runs"], key: metrics}
             path.write_text(json.dumps(res, indent=1))
         if not quiet:
-            notice(f"[{k}/{len(todo)}] {key}: MAE avg {metrics['mae']['avg']:.3f}"
+            notice(f"[{k}/{len(todo)}] {key}: {split} MAE avg {metrics['mae']['avg']:.3f}"
                    f" ({duration(metrics['train_seconds'])})", sys.stdout)
     with _locked(path):
         res["runs"] = {**res["runs"], **_read(path)["runs"]}
@@ -221,7 +229,9 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     for model, runs in rows.items():
         by_seeds.setdefault(len(runs), []).append(model)
     commands = [f"`stmgt benchmark --data {data} --models {' '.join(ms)} --seeds {n} --protocol {protocol}"
-                + (f" --config {config}" if config else "") + "`" for n, ms in by_seeds.items()]
+                + (f" --config {config}" if config else "") + (f" --name {name}" if name != result_name(data, protocol)
+                                                               else "")
+                + (f" --split {split}" if split != "test" else "") + "`" for n, ms in by_seeds.items()]
     partial = sorted(k for k, m in res["runs"].items() if m.get("stop_reason") == "budget")
     note = ([f"**Still partial** (stopped by their time budget, `train.max_minutes`; the next `stmgt benchmark`"
              f" resumes each from its checkpoint while its run folder is there): {', '.join(partial)}.", ""]

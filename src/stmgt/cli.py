@@ -200,6 +200,8 @@ def _add_benchmark_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-epochs", type=int, help="epoch budget per run (default: the config's, 100)")
     r.add_argument("--out", default="benchmarks/results", help="folder for <name>.json, <name>.md and runs/")
     r.add_argument("--name", help="result file stem (default: the dataset folder name)")
+    r.add_argument("--split", choices=["test", "val"], default="test",
+                   help="split every run is scored on (val: an ablation chosen on validation; test untouched)")
     _add_quiet_option(r)
 
 
@@ -390,7 +392,7 @@ def _cmd_benchmark(a) -> int:
 
     ensure_writable_dir(a.out, "--out")
     res = run_benchmark(a.data, a.models, a.seeds, a.out, a.name, a.protocol, a.config, a.max_epochs, a.format,
-                        options=_OPTIONS, quiet=a.quiet)
+                        options=_OPTIONS, quiet=a.quiet, split=a.split)
     print(f"{len(res['runs'])} runs; table: {Path(a.out) / result_name(a.data, a.protocol, a.name)}.md")
     return 0
 

@@ -500,7 +500,8 @@ def _keep_interrupted(tmp: Path, out: Path, saver: SaveOnInterrupt, out_dir) -> 
 def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping, t, precision: str,
                      seconds: float, thread_counts: list[int] | None = None) -> dict:
     """What ``training.json`` records: epochs run, the best epoch (1-based) and its validation MAE, why training
-    stopped (``early_stop``, ``max_epochs`` or ``budget``), wall-clock seconds, precision, threads, and
+    stopped (``early_stop``; ``schedule_end``: a ``one_cycle`` schedule reached its final learning rate, the end
+    of its optimisation; ``max_epochs`` or ``budget``), wall-clock seconds, precision, threads, and
     the code (git commit) and torch version: the same code, config and thread count give the same
     numbers bit for bit on one machine, and another thread count already changes the float sums.
     ``thread_counts``: the counts the automatic thread policy used, in order (``threads_used``; the
@@ -508,6 +509,8 @@ def training_summary(trainer, best_epoch: int | None, score, stop: EarlyStopping
     epochs = trainer.current_epoch  # epochs completed
     if stop.stopped_epoch > 0:
         reason = "early_stop"
+    elif t.schedule == "one_cycle" and epochs >= (t.cycle_epochs or t.max_epochs):
+        reason = "schedule_end"
     elif epochs >= t.max_epochs:
         reason = "max_epochs"
     else:
