@@ -113,7 +113,10 @@ class ServedModel:
         return {"name": self.name, "version": self.version, "model": self.model_name, "run_dir": str(self.dir),
                 "nodes": len(self.node_ids), "history": self.history, "horizon": self.horizon,
                 "interval_minutes": self.meta["interval_minutes"], "covariates": self.covariates,
-                "units": self.meta.get("units", ""), "calibrated": self.calibrated}
+                "units": self.meta.get("units", ""), "calibrated": self.calibrated,
+                # the training data's mean and std of the value (the run's scaler): the map's default colour scale
+                "training_values": {"mean": float(self.meta["scaler"]["mean"][0]),
+                                    "std": float(self.meta["scaler"]["std"][0])}}
 
     # ------------------------------------------------------------------ forecasting
     def forecast_frame(self, df: pd.DataFrame, source: str, quantiles,
