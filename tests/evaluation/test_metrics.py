@@ -81,3 +81,23 @@ def test_mae_and_mape_score_the_median_and_rmse_the_mean():
     assert abs(r["mape"]["avg"] - 100 * abs(median - 12) / 12) < 1e-4
     assert abs(r["rmse"]["avg"] - 1.0) < 1e-5  # |13 - 12|
     assert abs(r["mae_of_mean"]["avg"] - 1.0) < 1e-5
+
+
+def test_coverage_by_step_counts_the_observed_values_inside_each_steps_interval():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(4)
+    spread = np.array([1.0, 2.0, 4.0])  # the truth's std per step; the forecast says 2 at every step
+    y = rng.normal(size=(300, 3, 20)) * spread[None, :, None]
+    mask = rng.random(y.shape) > 0.2
+    d = GaussianMixture.gaussian(torch.zeros(y.shape), torch.tensor([2.0]))
+    acc = MetricAccumulator(3)
+    acc.update(d, torch.tensor(y, dtype=torch.float32), torch.tensor(mask))
+    r = acc.compute()
+    for level in (80, 90):
+        half = norm.ppf(0.5 + level / 200) * 2.0  # the central interval's half width
+        inside = (np.abs(y) <= half) & mask
+        want = inside.sum(axis=(0, 2)) / mask.sum(axis=(0, 2))
+        np.testing.assert_allclose(r[f"coverage{level}_by_step"], want, atol=1e-9)
+        assert r[f"coverage{level}_by_step"][0] > level / 100 > r[f"coverage{level}_by_step"][2]
+        assert np.isclose(r[f"coverage{level}"], inside.sum() / mask.sum())

@@ -10,7 +10,8 @@ metric's choice, not its forecast). Reported:
   (``"avg"``); ``mae_of_mean``, the MAE of the mean, for comparison with tables that score the
   mean; MAPE skips targets with ``|y| < mape_eps``;
 * NLL (mean negative log-likelihood), CRPS (closed form; also normalised by ``sum |y|``);
-* coverage and mean width of central intervals (80% and 90% by default);
+* coverage and mean width of central intervals (80% and 90% by default), coverage also per horizon
+  step (``coverage80_by_step``);
 * a PIT histogram (calibration curve).
 
 ``"avg"`` is the mean over all observed (window, step, node) points, the field's convention.
@@ -117,6 +118,7 @@ class MetricAccumulator:
             for lv in self.levels:
                 k = int(round(lv * 100))
                 res[f"coverage{k}"] = float(self.cover[lv].sum() / self.n.sum())
+                res[f"coverage{k}_by_step"] = [float(v) for v in self.cover[lv] / self.n]
                 res[f"width{k}"] = float(self.width[lv].sum() / self.n.sum())
             total = self.pit.sum().clamp_min(1)
             res["pit_histogram"] = [float(v) for v in self.pit / total]
