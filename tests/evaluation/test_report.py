@@ -7,7 +7,13 @@ import re
 import numpy as np
 import pytest
 
-from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_markdown, write_report
+from stmgt.evaluation.report import (
+    evaluation_warnings,
+    figure_caption,
+    metrics_table_markdown,
+    probabilistic_table_markdown,
+    write_report,
+)
 
 
 def fake_metrics(mae: float, H: int = 12) -> dict:
@@ -96,3 +102,71 @@ def test_report_calibrated_and_validation_split(tmp_path):
 @pytest.mark.parametrize("bad", [{"mae": None}, {}])
 def test_garbage_rows_do_not_crash(bad):
     assert metrics_table_markdown({"x": bad, "y": fake_metrics(1.0)}).count("—") >= 12
+
+
+# ------------------------------------------------------------------------------------------- warnings
+def with_mae(m: dict, **mae) -> dict:
+    """``m`` with the MAE at the given horizons (``h3=..``, ``avg=..``) replaced."""
+    out = {**m, "mae": dict(m["mae"])}
+    for k, v in mae.items():
+        out["mae"][k.removeprefix("h")] = v
+    return out
+
+
+def test_a_model_that_beats_or_ties_both_baselines_and_covers_nominal_gets_no_warning():
+    model = {**fake_metrics(2.0), "coverage80": 0.75, "coverage90": 0.94}  # exactly 5 and 4 points off
+    baselines = {"last_value": fake_metrics(3.0), "historical_average": fake_metrics(2.0)}  # a tie is no loss
+    assert evaluation_warnings(model, baselines, "runs/x", "stmgt", "mph") == []
+
+
+def test_losing_at_one_horizon_names_it_and_both_numbers():
+    model = with_mae(fake_metrics(2.0), h12=4.31)
+    lv = with_mae(fake_metrics(2.0), h3=3.5, h6=3.5, h12=4.02, avg=3.5)
+    ha = fake_metrics(9.0)
+    got = evaluation_warnings(model, {"last_value": lv, "historical_average": ha}, "runs/x", "stmgt", "mph")
+    assert got == ["stmgt loses to last value at step 12 (MAE 4.31 vs 4.02 mph)"]
+
+
+def test_losing_at_several_horizons_is_one_line_per_baseline():
+    model = with_mae(fake_metrics(2.0), h3=2.5, h6=2.4, h12=4.0211, avg=2.4)
+    lv = with_mae(fake_metrics(2.0), h3=2.41, h6=2.9, h12=4.0183, avg=3.0)  # 4.02 vs 4.02: printed to 3 digits
+    ha = with_mae(fake_metrics(2.0), h3=9.0, h6=9.0, h12=9.0, avg=2.39)
+    got = evaluation_warnings(model, {"last_value": lv, "historical_average": ha}, "runs/x", "stmgt", "")
+    assert got == ["stmgt loses to last value at step 3 (MAE 2.50 vs 2.41) and at step 12 (MAE 4.021 vs 4.018)",
+                   "stmgt loses to historical average on average over all steps (MAE 2.40 vs 2.39)"]
+
+
+def test_a_baseline_without_a_number_at_a_horizon_is_no_loss():
+    model = with_mae(fake_metrics(5.0), h12=float("nan"))
+    base = with_mae(fake_metrics(1.0), h3=None, h6=None, avg=None)
+    assert evaluation_warnings(model, {"last_value": base}, "r") == []
+
+
+@pytest.mark.parametrize("c80, c90, off", [(0.62, 0.88, ["80% interval covers 62.0%"]),
+                                            (0.80, 0.97, ["90% interval covers 97.0%"]),
+                                            (0.70, 0.80, ["80% interval covers 70.0%", "90% interval 80.0%"])])
+def test_coverage_off_nominal_suggests_calibrate_unless_calibrated(c80, c90, off):
+    m = {**fake_metrics(1.0), "model": "stmgt", "coverage80": c80, "coverage90": c90}
+    (line,) = evaluation_warnings(m, {}, "runs/demo")
+    assert line.startswith("stmgt's ") and all(o in line for o in off)
+    assert line.endswith("`stmgt calibrate runs/demo`") and "more than 5 points off nominal" in line
+    (line,) = evaluation_warnings({**m, "calibrated": True}, {}, "runs/demo")
+    assert "stmgt calibrate" not in line and "after the spread calibration" in line
+
+
+def test_report_warnings_section_comes_first(tmp_path):
+    lines = ["stmgt loses to last value at step 12 (MAE 4.31 vs 4.02 mph)", "second warning"]
+    text = write_report(tmp_path, fake_metrics(2.0), {}, {"model": "stmgt"}, {}, warnings=lines).read_text()
+    assert text.index("## Warnings") < text.index("## Protocol")
+    section = text[text.index("## Warnings"):text.index("## Protocol")]
+    assert [ln for ln in section.splitlines() if ln.startswith("- ")] == [
+        "- **Warning**: stmgt loses to last value at step 12 (MAE 4.31 vs 4.02 mph).", "- **Warning**: second warning."]
+    text = write_report(tmp_path, fake_metrics(2.0), {}, {"model": "stmgt"}, {}, warnings=[]).read_text()
+    assert "## Warnings\n\nNone: `stmgt` is at least as good as every baseline" in text
+    assert "## Warnings" not in write_report(tmp_path, fake_metrics(2.0), {}, {}, {}).read_text()
+
+
+def test_figure_captions_name_the_forecast_step():
+    assert "horizon step 6" in figure_caption("forecasts_step6") and "90%" in figure_caption("forecasts_step6")
+    assert figure_caption("coverage_by_step").startswith("Coverage of the 80% and 90% intervals")
+    assert figure_caption("custom_thing") == "Custom thing"

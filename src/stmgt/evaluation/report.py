@@ -4,8 +4,11 @@
   per model; a row may be one metrics dict or a list of them (seeds), shown as mean ± std;
 * :func:`probabilistic_table_markdown`: NLL, CRPS, normalised CRPS, coverage and width of the
   80% and 90% central intervals, with the same mean ± std support;
-* :func:`write_report`: the protocol, both tables for the model and its baselines (same split,
-  same windows), and the figures linked relatively to the run folder.
+* :func:`evaluation_warnings`: one line per baseline the model loses to (naming each horizon and both
+  MAEs) and one when the 80% or 90% interval covers more than 5 points off nominal;
+* :func:`write_report`: the warnings (the model losing to a baseline, intervals off nominal), the
+  protocol, both tables for the model and its baselines (same split, same windows), and the
+  figures linked relatively to the run folder.
 
 Metrics dicts are those of :meth:`stmgt.evaluation.metrics.MetricAccumulator.compute`
 (``{"mae": {"3": .., "6": .., "12": .., "avg": .., "by_step": [..]}, ..., "nll": .., ...}``).
@@ -27,12 +30,31 @@ PLUS_MINUS = "±"
 FIGURE_CAPTIONS = {
     "forecasts": "Forecast mean and 80% interval against the observed values for a few roads",
     "error_by_horizon": "MAE by horizon step, model and baselines",
+    "coverage_by_step": "Coverage of the 80% and 90% intervals by horizon step against nominal",
     "pit": "Calibration: PIT histogram (flat at 1 when calibrated)",
     "training": "Training curves: loss, validation MAE, learning rate",
-    "error_by_time_of_day": "MAE by time of day",
-    "node_error_map": "MAE by sensor",
+    "error_by_time_of_day": "MAE of the forecast mean by time of day, model and baselines",
+    "node_error_map": "MAE of the forecast mean by sensor",
     "gate": "Spatial/temporal gate alpha of the last block over history steps and nodes",
 }
+FORECASTS_AT_STEP = "forecasts_step"
+"""Figure keys ``forecasts_step12`` etc.: the forecast figure at one horizon step."""
+
+
+def figure_caption(key: str) -> str:
+    """The caption of figure ``key`` (``FIGURE_CAPTIONS``; ``forecasts_stepK`` names its step)."""
+    if key in FIGURE_CAPTIONS:
+        return FIGURE_CAPTIONS[key]
+    if key.startswith(FORECASTS_AT_STEP) and key[len(FORECASTS_AT_STEP):].isdigit():
+        return (f"Forecast at horizon step {key[len(FORECASTS_AT_STEP):]}: mean, 80% and 90% intervals and the"
+                " observed values for the roads that vary most (red ticks: no observation)")
+    return key.replace("_", " ").capitalize()
+
+
+#: How far (a fraction: 0.05 is 5 points) an interval's coverage may be from nominal before a warning.
+COVERAGE_TOLERANCE = 0.05
+#: The central intervals (percent) whose coverage :func:`evaluation_warnings` checks.
+CHECKED_LEVELS = (80, 90)
 
 Row = Mapping | Sequence[Mapping]
 
@@ -219,8 +241,81 @@ def _protocol(metrics: Mapping, baselines: Mapping, info: Mapping, horizons: Seq
     return lines
 
 
+def display_name(name: str) -> str:
+    """A model name as prose and legends write it (``last_value`` -> ``last value``)."""
+    return str(name).replace("_", " ")
+
+
+def _number(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with 2 decimals, or more where 2 would print them equal (``4.021 vs 4.018``)."""
+    for digits in (2, 3, 4):
+        sa, sb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if sa != sb:
+            break
+    return sa, sb
+
+
+def evaluation_warnings(metrics: Mapping, baselines: Mapping[str, Mapping], run_dir: str | os.PathLike,
+                        model: str | None = None, units: str = "") -> list[str]:
+    """What a reader of these results should know first, one line each:
+
+    * per baseline, every reported horizon (the steps of ``metrics["mae"]`` and ``avg``) where the
+      model's MAE is higher than the baseline's: ``stmgt loses to last value at step 12 (MAE 4.31 vs
+      4.02 mph)``, several horizons joined in one line;
+    * the 80% and 90% intervals whose empirical coverage is more than :data:`COVERAGE_TOLERANCE` from
+      nominal, with ``stmgt calibrate RUN`` as the fix when the run is not calibrated.
+
+    Returns the lines (empty when the model beats or ties both baselines everywhere and covers within
+    the tolerance).
+    """
+    name = model or str(metrics.get("model") or "the model")
+    unit = f" {units}" if units else ""
+    out = []
+    mae = metrics.get("mae") or {}
+    keys = [k for k in mae if k.isdigit()] + (["avg"] if "avg" in mae else [])
+    for base, b in baselines.items():
+        lost = []
+        for k in keys:
+            m, v = mae.get(k), (b.get("mae") or {}).get(k)
+            if m is None or v is None or not (math.isfinite(m) and math.isfinite(v)) or m <= v:
+                continue
+            sm, sv = _number(m, v)
+            where = f"at step {k}" if k != "avg" else "on average over all steps"
+            lost.append(f"{where} (MAE {sm} vs {sv}{unit})")
+        if lost:
+            joined = lost[0] if len(lost) == 1 else ", ".join(lost[:-1]) + " and " + lost[-1]
+            out.append(f"{name} loses to {display_name(base)} {joined}")
+    off = []
+    for level in CHECKED_LEVELS:
+        c = metrics.get(f"coverage{level}")
+        # + 1e-9: exactly 5 points off (0.8 - 0.75 is 0.05000000000000004 in floats) is within the tolerance
+        if c is not None and math.isfinite(c) and abs(c - level / 100) > COVERAGE_TOLERANCE + 1e-9:
+            off.append((level, f"{100 * c:.1f}%"))
+    if off:
+        covers = " and its ".join(f"{level}% interval covers {c}" if i == 0 else f"{level}% interval {c}"
+                                  for i, (level, c) in enumerate(off))
+        what = (f"{name}'s {covers} of the observed values (more than {100 * COVERAGE_TOLERANCE:g} points off"
+                " nominal)")
+        if metrics.get("calibrated"):
+            out.append(f"{what}, after the spread calibration fitted on the validation split")
+        else:
+            out.append(f"{what}; fit a spread correction on the validation split with `stmgt calibrate {run_dir}`")
+    return out
+
+
+def _warnings(lines: Sequence[str], model: str) -> list[str]:
+    """The "Warnings" section: one bullet per line, or a sentence saying what was checked."""
+    out = ["## Warnings", ""]
+    if lines:
+        out += [f"- **Warning**: {line}." if not line.endswith(".") else f"- **Warning**: {line}" for line in lines]
+    else:
+        out.append(f"None: `{model}` is at least as good as every baseline by MAE at every reported horizon, and"
+                   f" its 80% and 90% intervals cover within {100 * COVERAGE_TOLERANCE:g} points of nominal.")
+    return out + [""]
+
+
 def write_report(run_dir, metrics: Mapping, baselines: Mapping[str, Mapping], info: Mapping,
-                 figures: Mapping[str, str | os.PathLike]) -> Path:
+                 figures: Mapping[str, str | os.PathLike], warnings: Sequence[str] | None = None) -> Path:
     """Write ``report.md`` into ``run_dir`` and return its path.
 
     Args:
@@ -230,7 +325,10 @@ def write_report(run_dir, metrics: Mapping, baselines: Mapping[str, Mapping], in
         baselines: ``{name: metrics dict}`` of the baselines on the same split.
         info: what the protocol says: ``dataset``, ``units``, ``split``, ``history``, ``horizon``,
             ``fractions``, ``model``, ``nodes``, ``windows``, ``interval_minutes`` (all optional).
-        figures: ``{key: PNG path}``; known keys get a caption (see ``FIGURE_CAPTIONS``).
+        figures: ``{key: PNG path}``; known keys get a caption (see :func:`figure_caption`).
+        warnings: lines for a "Warnings" section right after the title (see
+            :func:`~stmgt.evaluation.run_evaluation.evaluation_warnings`); an empty list says that none
+            applies; None (default) writes no section.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +339,8 @@ def write_report(run_dir, metrics: Mapping, baselines: Mapping[str, Mapping], in
     horizons = reported_horizons(H)
     rows = {model: metrics, **baselines}
     out = [f"# Forecast report: {model}" + (f" on {dataset}" if dataset else ""), ""]
+    if warnings is not None:
+        out += _warnings(warnings, model)
     out += _protocol(metrics, baselines, info, horizons)
     out += ["", "## Point forecasts", "",
             "Masked MAE, RMSE and MAPE in data units; each metric scores the point forecast that minimises it:"
@@ -263,7 +363,7 @@ def write_report(run_dir, metrics: Mapping, baselines: Mapping[str, Mapping], in
             if p is None:
                 continue
             rel = Path(os.path.relpath(Path(p).resolve(), run_dir.resolve())).as_posix()
-            caption = FIGURE_CAPTIONS.get(key, key.replace("_", " ").capitalize())
+            caption = figure_caption(key)
             out += [f"### {caption}", "", f"![{caption}]({rel})", ""]
     path = run_dir / REPORT_FILE
     path.write_text("\n".join(out).rstrip() + "\n", encoding="utf-8")
