@@ -25,7 +25,7 @@ function serialize(e, inner) { // the markup a browser would show for what was b
   const attrs = Object.entries(e.attrs).map(([k, v]) => ` ${k}="${esc(v).replace(/"/g, "&quot;")}"`).join("");
   return `<${e.tag}${attrs}>${body}</${e.tag}>`;
 }
-const ids = ["map", "legend", "message", "chartTitle", "chart", "scores", "model", "step", "stepLabel", "latest",
+const ids = ["map", "legend", "hover", "message", "chartTitle", "chart", "scores", "model", "step", "stepLabel", "latest",
   "version", "refreshed"];
 const els = Object.fromEntries(ids.map((id) => [id, new El(id === "model" ? "select" : "div")]));
 global.document = { getElementById: (id) => els[id], createElementNS: (ns, t) => new El(t), createElement: (t) => new El(t),
@@ -39,21 +39,31 @@ require(appJs);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 (async () => {
   for (let i = 0; i < 100 && !els.refreshed.textContent; i++) await sleep(200);
-  const fills = () => els.map.children.filter((c) => c.tag === "circle").map((c) => c.attrs.fill);
+  const all = (e) => [e, ...e.children.flatMap(all)]; // an element and its descendants, in document order
+  const has = (c, cls) => (c.attrs.class || "").split(" ").includes(cls);
+  const markers = () => all(els.map).filter((c) => c.tag === "circle" && has(c, "node"));
+  const fills = () => markers().map((c) => c.attrs.fill);
+  const lines = () => all(els.map).filter((c) => c.tag === "line" && has(c, "road"))
+    .map((c) => ({ source: c.attrs["data-source"], target: c.attrs["data-target"], stroke: c.attrs.stroke }));
+  const legend = () => ({ text: all(els.legend).map((c) => (c.children.length ? "" : c.textContent)).join(" "),
+    ticks: all(els.legend).filter((c) => has(c, "lg-tick") && !has(c, "lg-units")).map((c) => c.textContent) });
   const out = { message: els.message.textContent, latest: els.latest.textContent, version: els.version.textContent,
-    circles: fills().length, roads: els.map.children.filter((c) => c.tag === "line").length, fills1: fills() };
-  els.map.children.filter((c) => c.tag === "circle")[1].listeners.click();
+    circles: fills().length, roads: lines().length, fills1: fills(), lines1: lines(), legend1: legend(),
+    nodes: markers().map((c) => c.attrs["data-node"]) };
+  markers()[1].listeners.click();
   for (let i = 0; i < 50 && !els.chart.children.length; i++) await sleep(100);
   await sleep(300);
   out.chartTitle = els.chartTitle.textContent;
   out.chart = els.chart.children.map((c) => c.tag);
   els.step.listeners.input({ target: { value: "12" } });
   out.fills12 = fills();
+  out.lines12 = lines();
+  out.legend12 = legend();
   out.scores = els.scores.innerHTML;
   out.fetched = fetched;
   out.htmlWrites = htmlWrites;
   out.page = ids.map((id) => serialize(els[id])).join("\n");
-  out.statuses = els.map.children.filter((c) => c.tag === "circle").map((c) => c.attrs["data-status"]);
+  out.statuses = markers().map((c) => c.attrs["data-status"]);
   console.log(JSON.stringify(out));
   process.exit(0);
 })();

@@ -137,7 +137,7 @@ def test_replay_streams_a_dataset_into_the_service(served, panel, tmp_path, caps
         metrics = httpx.get(f"{url}/metrics").text
         assert "stmgt_observations_ingested_total" in metrics
         assert httpx.get(f"{url}/").status_code == 200
-        _dashboard_draws(url)
+        _dashboard_draws(url, served["gru"])
         _chromium_draws(url, tmp_path)
     finally:
         stop(proc)
@@ -160,8 +160,8 @@ def _chromium_draws(url, tmp_path):
     run = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
     dom = subprocess.run([*run, "--dump-dom", url + "/"], capture_output=True, text=True, timeout=120).stdout
     svg = dom[dom.index('id="map"'):dom.index("</svg>", dom.index('id="map"'))]
-    assert svg.count("<circle") == 8  # one marker per road of the tiny city
-    assert len(re.findall(r'fill="rgb\(', svg)) >= 8  # coloured by the forecast
+    assert len(re.findall(r'<circle[^>]* class="node', svg)) == 8  # one marker per road of the tiny city
+    assert len(re.findall(r'<circle[^>]* fill="rgb\(', svg)) >= 8  # coloured by the forecast
     assert re.search(r'id="latest">\d{4}-\d\d-\d\dT', dom) and re.search(r'id="version">gru [0-9a-f]{12}', dom)
     shot = tmp_path / "dashboard.png"
     subprocess.run([*run, "--window-size=1280,800", f"--screenshot={shot}", url + "/"], capture_output=True,
@@ -271,8 +271,8 @@ def test_cli_refusals(served, capsys):
     assert "--start 'someday' is neither a split" in capsys.readouterr().err
 
 
-def _dashboard_draws(url):
-    """The dashboard's script, run by node with a stand-in DOM: map, chart with both bands, scores."""
+def _dashboard_draws(url, run):
+    """The dashboard's script, run by node with a stand-in DOM: map, legend, chart with both bands, scores."""
     import json
     import shutil
     from pathlib import Path
@@ -287,6 +287,15 @@ def _dashboard_draws(url):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["message"] == "" and out["latest"] != "none yet" and out["version"].startswith("gru ")
     assert out["circles"] == 8 and out["roads"] > 0 and all(f.startswith("rgb(") for f in out["fills1"])
+    for lines, fills in ((out["lines1"], out["fills1"]), (out["lines12"], out["fills12"])):
+        colour = dict(zip(out["nodes"], fills))  # every line has its target road's colour
+        assert lines and all(x["stroke"] == colour[x["target"]] for x in lines)
+    scaler = json.loads((Path(run) / "data.json").read_text())["scaler"]  # the fixed scale: training mean +- 2 sd
+    lo, hi = scaler["mean"][0] - 2 * scaler["std"][0], scaler["mean"][0] + 2 * scaler["std"][0]
+    for legend, step in ((out["legend1"], 1), (out["legend12"], 12)):
+        assert [float(t) for t in legend["ticks"]] == pytest.approx([lo + k * (hi - lo) / 4 for k in range(5)],
+                                                                    abs=0.5)  # (as written: 0 decimals here)
+        assert f"forecast mean at +{step}, km/h" in legend["text"]
     assert out["chartTitle"].startswith("road-001: history and forecast")
     assert out["chart"].count("polygon") == 2 and out["chart"].count("polyline") == 2  # 90%, 80% bands; obs, mean
     assert out["fills12"] != out["fills1"] or len(set(out["fills1"])) == 1
@@ -301,6 +310,7 @@ def test_no_script_from_data_reaches_the_dashboard(served, rows, tmp_path):
     """Issue 21, security 3: a run folder, a city's units and a node id that are HTML run no script: the node
     stand-in DOM sees no innerHTML write, and real Chromium draws them as text."""
     import json
+    import re
     import shutil
     from pathlib import Path
 
@@ -339,7 +349,8 @@ def test_no_script_from_data_reaches_the_dashboard(served, rows, tmp_path):
         cmd = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
                "--dump-dom", url + "/"]
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
-        assert 'id="map"' in dom and dom.count("<circle") == 8
+        svg = dom[dom.index('id="map"'):dom.index("</svg>", dom.index('id="map"'))]
+        assert len(re.findall(r'<circle[^>]* class="node', svg)) == 8
         assert "<title>stmgt live map</title>" in dom and "pwned" not in dom.split("</title>")[0]
         assert "<img" not in dom and "onerror=alert" not in dom.replace("&lt;img src=x onerror=alert(1)&gt;", "")
         assert "&lt;img src=x onerror=alert(1)&gt;" in dom  # drawn as text
