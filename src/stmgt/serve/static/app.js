@@ -78,7 +78,9 @@
     const u = state.forecast ? state.forecast.units : (currentModel() || {}).units;
     return u ? String(u) : NO_UNITS;
   };
-  const isoMinutes = (ms) => new Date(ms).toISOString().slice(0, 19);
+  const isoMinutes = (ms) => new Date(ms).toISOString().slice(0, 19); // naive ISO: the store reads it as UTC
+  // a time of the API (the data's clock, UTC) in milliseconds, written naive or with a Z or an offset
+  const timeOf = (s) => new Date(/(Z|[+-]\d\d:?\d\d)$/i.test(s) ? s : s + "Z").getTime();
 
   // ---------------------------------------------------------------- layout
   function layoutNodes(graph) {
@@ -194,7 +196,7 @@
     // Each road's free-flow reference: the 95th percentile of its unflagged readings in the store over the 24 h
     // before the newest observation (the run folder holds no per-road statistic); roads with fewer than 12
     // readings there take the city-wide 95th percentile, and with no readings at all the training mean + 2 sd.
-    const end = state.latest ? new Date(state.latest + "Z").getTime() : null;
+    const end = state.latest ? timeOf(state.latest) : null;
     const since = end === null ? "" : isoMinutes(end - FREEFLOW.hours * 3600000);
     const body = await getJSON(`/v1/observations?since=${since}&limit=100000`);
     const by = {}, all = [];
@@ -361,14 +363,14 @@
     const fc = state.forecast ? state.forecast.forecasts.filter((r) => r.node_id === id) : [];
     const spanMin = 3 * model.history * model.interval_minutes;
     let since = "";
-    if (state.forecast) since = isoMinutes(new Date(state.forecast.window_end + "Z").getTime() - spanMin * 60000);
+    if (state.forecast) since = isoMinutes(timeOf(state.forecast.window_end) - spanMin * 60000);
     let obs = [];
     try {
       obs = (await getJSON(`/v1/observations?nodes=${encodeURIComponent(JSON.stringify([id]))}&since=${since}`)).observations;
     } catch (e) { obs = []; }
     if (state.selected !== id) return; // another road was clicked meanwhile
     clear(svg);
-    const t = (s) => new Date(s + "Z").getTime();
+    const t = timeOf;
     const pts = obs.filter((o) => !o.flagged).map((o) => [t(o.timestamp), o.value]);
     const all = pts.map((p) => p[1]).concat(fc.flatMap((r) => [r.quantiles["0.05"], r.quantiles["0.95"], r.mean]))
       .filter(Number.isFinite);
