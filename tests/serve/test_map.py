@@ -169,14 +169,19 @@ class Browser:
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.size(width, height)
 
-    def send(self, method, page=False, **params):
+    def send(self, method, page=False, timeout=60, **params):
+        import select
+
         self.n += 1
         msg = {"id": self.n, "method": method, "params": params}
         if page:
             msg["sessionId"] = self.session
         self.w.write(json.dumps(msg).encode() + b"\0")
+        deadline = time.time() + timeout
         while True:
             while b"\0" not in self.buf:
+                if not select.select([self.r], [], [], max(0.0, deadline - time.time()))[0]:
+                    raise AssertionError(f"chromium did not answer {method} in {timeout} s")
                 chunk = self.r.read(1 << 16)
                 if not chunk:
                     raise AssertionError(f"chromium closed the protocol pipe during {method}")
