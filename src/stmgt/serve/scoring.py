@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 
-from stmgt.serve.store import Store, from_seconds
+from stmgt.serve.store import Store, iso_utc
 
 
 class Scorer:
@@ -51,7 +51,7 @@ class Scorer:
             return None if not n else sum(s[k] * s["n"] for s in steps) / n
 
         out = {"model": model.name, "version": model.version, "window_hours": self.window_s / 3600,
-               "window_end": None if latest is None else str(from_seconds(latest)),
+               "window_end": None if latest is None else iso_utc(latest),
                "forecasts_issued": self.store.forecasts_issued(model.name, model.version),
                "n": n, "mae": pooled("mae"), "coverage80": pooled("coverage80"), "coverage90": pooled("coverage90"),
                "steps": steps}

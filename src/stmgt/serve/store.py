@@ -4,9 +4,10 @@ One store serves every model of a service. Observations are keyed by ``(node_id,
 alone, so the served models must share one node set (``stmgt serve`` refuses runs whose node
 sets differ; serve another city from another process with its own ``--db``).
 
-Timestamps are kept as integer seconds on the data's own clock (naive timestamps as sent;
-timestamps with a UTC offset are converted to UTC first). Re-sending a ``(node, timestamp)``
-replaces its value (an idempotent upsert); late and out-of-order rows are welcome.
+Timestamps are kept as integer seconds since 1970 in UTC: a naive timestamp is read as UTC, one
+with an offset is converted to UTC first; every answer writes them with :func:`iso_utc`
+(``2024-01-03T08:00:00Z``). Re-sending a ``(node, timestamp)`` replaces its value (an idempotent
+upsert); late and out-of-order rows are welcome.
 
 Backends:
 
@@ -37,6 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,7 @@ UPSERT_COV = ("INSERT INTO cov (ts, name, value, flag, ingested_at) VALUES (?, ?
               " ingested_at = excluded.ingested_at")
 #: Quantile columns stored with every issued forecast (the 80% and 90% central intervals and the median).
 STORED_QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
+_EPOCH = datetime(1970, 1, 1)
 
 
 def to_seconds(ts) -> int:
@@ -86,6 +89,26 @@ def to_seconds(ts) -> int:
 def from_seconds(s: int) -> pd.Timestamp:
     """Inverse of :func:`to_seconds` (a naive timestamp)."""
     return pd.Timestamp(int(s), unit="s")
+
+
+def iso_utc(t) -> str:
+    """A time as every answer of the HTTP API writes it: ISO 8601 in UTC, whole seconds, a ``Z`` suffix
+    (``2024-01-03T08:00:00Z``).
+
+    ``t``: integer seconds since 1970 (the store's clock, which is UTC), or a datetime, numpy or pandas
+    timestamp (naive: read as UTC; with an offset: converted to UTC). A fraction of a second is dropped.
+    Seconds cover any year 1..9999 (pandas' timestamps stop in 2262).
+    """
+    if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):
+        dt = _EPOCH + timedelta(seconds=int(t // 1))  # floored: 0.9 s past a second is that second
+    elif isinstance(t, datetime):
+        dt = t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo is not None else t
+    else:
+        ts = pd.Timestamp(t)
+        if ts.tzinfo is not None:
+            ts = ts.tz_convert("UTC").tz_localize(None)
+        dt = ts.floor("s").to_pydatetime()
+    return dt.replace(microsecond=0).isoformat() + "Z"
 
 
 class StoreUnavailable(StmgtError):
@@ -565,6 +588,43 @@ class Store:
             where.append("ts <= ?")
             params.append(until)
         sql = f"SELECT node, ts, value, flag FROM obs WHERE {' AND '.join(where)} ORDER BY ts, node LIMIT ?"
+        return self.backend.query(sql, tuple(params) + (limit,))
+
+    def covariates_between(self, lo: int, hi: int) -> dict[int, dict[str, tuple[float, int]]]:
+        """The covariates stored at times in ``[lo, hi]``: ``{ts: {name: (value, flag)}}`` (flagged ones included)."""
+        out: dict[int, dict[str, tuple[float, int]]] = {}
+        for ts, name, value, flag in self.backend.query("SELECT ts, name, value, flag FROM cov WHERE ts >= ? AND"
+                                                        " ts <= ? ORDER BY ts, name", (lo, hi)):
+            out.setdefault(int(ts), {})[str(name)] = (float(value), int(flag))
+        return out
+
+    def forecast_history(self, model: str, version: str, interval_s: int, nodes: list[str] | None,
+                         since: int | None, until: int | None, limit: int = 10_000) -> list[tuple]:
+        """Issued forecasts of ``model`` ``version`` whose window end lies in ``[since, until]`` (seconds), one row
+        per (window end, step, node), with the observation each one is scored against.
+
+        Returns at most ``limit`` rows ``(window_end, created, step, node, target, mean, q05, q10, q50, q90, q95,
+        observed)`` ordered by window end, step and node: ``created`` is the server's wall clock (seconds, a float)
+        when the forecast was stored, ``target`` the time forecast (seconds), ``observed`` the mean of the node's
+        unflagged readings in ``[target, target + interval_s)`` (the bin :meth:`scores` scores it against), or
+        ``None`` while there is none.
+        """
+        where, params = ["f.model = ?", "f.version = ?"], [interval_s, model, version]
+        if nodes:
+            where.append(f"f.node IN ({_marks(nodes)})")
+            params += list(nodes)
+        if since is not None:
+            where.append("f.issued_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("f.issued_at <= ?")
+            params.append(until)
+        sql = ("SELECT f.issued_at, i.created, f.step, f.node, f.target, f.mean, f.q05, f.q10, f.q50, f.q90, f.q95,"
+               " (SELECT AVG(o.value) FROM obs o WHERE o.node = f.node AND o.flag = 0 AND o.ts >= f.target"
+               " AND o.ts < f.target + ?)"
+               " FROM forecast_value f JOIN forecast i ON i.model = f.model AND i.version = f.version"
+               " AND i.issued_at = f.issued_at"
+               f" WHERE {' AND '.join(where)} ORDER BY f.issued_at, f.step, f.node LIMIT ?")
         return self.backend.query(sql, tuple(params) + (limit,))
 
     def window_frame(self, nodes: list[str], lo: int, hi: int, covariates: list[str]) -> pd.DataFrame:
