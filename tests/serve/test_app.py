@@ -57,6 +57,7 @@ def test_health_ready_models_graph_and_openapi(make, served):
     assert c.get("/v1/graph?model=nope").json() == {"detail": "model 'nope' is not served; served: gru, stmgt"}
     spec = c.get("/openapi.json").json()
     assert "/v1/forecast" in spec["paths"] and "/v1/observations" in spec["paths"]
+    assert "/v1/forecasts/history" in spec["paths"]
     assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
 
 
@@ -104,8 +105,8 @@ def test_ingest_is_an_idempotent_upsert_and_accepts_out_of_order_rows(make, rows
     post(c, [changed])
     one = c.get(f"/v1/observations?nodes={changed['node_id']}&since={changed['timestamp']}"
                 f"&until={changed['timestamp']}").json()["observations"]
-    assert one == [{"timestamp": changed["timestamp"], "node_id": changed["node_id"], "value": 1.25,
-                    "flagged": False}]
+    assert one == [{"timestamp": changed["timestamp"] + "Z", "node_id": changed["node_id"], "value": 1.25,
+                    "flagged": False, "covariates": changed["covariates"]}]  # naive times are UTC
 
 
 def test_get_observations_filters_and_refusals(make, rows):
@@ -216,7 +217,7 @@ def test_forecast_equals_stmgt_predict_on_the_same_window(make, served, panel, r
     window = c.post("/v1/forecast", json={"observations": rows(-12),
                                           "quantiles": [0.05, 0.1, 0.5, 0.9, 0.95]}).json()
     assert got["model"] == "gru" and got["calibrated"]
-    assert got["window_end"] == str(ref["issued_at"].iloc[0]).replace(" ", "T")
+    assert got["window_end"] == str(ref["issued_at"].iloc[0]).replace(" ", "T") + "Z"
     for body in (got, window):
         f = pd.DataFrame([{"step": r["step"], "node_id": r["node_id"], "mean": r["mean"], "std": r["std"],
                            **{f"q{int(round(float(k) * 100)):02d}": v for k, v in r["quantiles"].items()}}
@@ -317,7 +318,7 @@ def test_live_scores_follow_arriving_observations(make, rows):
     s = c.get("/v1/scores").json()["scores"][0]
     assert s["model"] == "gru" and s["forecasts_issued"] == 7
     assert [r["step"] for r in s["steps"]] == [1, 2, 3, 4, 5, 6]
-    obs = {(o["node_id"], o["timestamp"]): o["value"] for o in rows(-18, -12)}
+    obs = {(o["node_id"], o["timestamp"] + "Z"): o["value"] for o in rows(-18, -12)}
     for r in s["steps"]:  # MAE of the median per step, by hand
         errs = [abs(obs[(f["node_id"], f["timestamp"])] - f["quantiles"]["0.5"]) for fc in issued
                 for f in fc["forecasts"] if f["step"] == r["step"] and (f["node_id"], f["timestamp"]) in obs]

@@ -73,8 +73,8 @@ def test_no_timestamp_a_client_sends_prunes_young_rows_of_a_replayed_historical_
     assert post(c, [ahead]).status_code == 200  # allowed: under the 24-hour limit
     r = post(c, [{"timestamp": "0001-01-01T00:00:00", "node_id": "road-000", "value": 50.0}])
     assert r.status_code == 422
-    assert r.json()["detail"] == ("observations[0].timestamp: 0001-01-01T00:00:00 is before 1970-01-01, the earliest"
-                                  " time accepted (--earliest); row 0 rejected")
+    assert r.json()["detail"] == ("observations[0].timestamp: 0001-01-01T00:00:00Z is before 1970-01-01T00:00:00Z,"
+                                  " the earliest time accepted (server setting earliest); row 0 rejected")
     post(c, rows(-61, -60))  # the next batch, which used to prune everything 7 days before the newest row
     assert c.service.store.prune() == 0
     assert kept(c) == n + 1 + 8
@@ -106,7 +106,7 @@ def test_the_accepted_time_window_is_the_operators(make):
     r = post(c, [{"timestamp": "2000-01-01T00:00", "node_id": "road-001", "value": 50.0},
                  {"timestamp": "1999-12-31T23:55", "node_id": "road-000", "value": 50.0}])
     assert r.status_code == 422 and r.json()["detail"].startswith(
-        "observations[1].timestamp: 1999-12-31T23:55:00 is before 2000-01-01, the earliest time accepted")
+        "observations[1].timestamp: 1999-12-31T23:55:00Z is before 2000-01-01T00:00:00Z, the earliest time accepted")
     future = pd.Timestamp.now("UTC").tz_localize(None) + pd.Timedelta(hours=2)
     r = post(c, [{"timestamp": future.isoformat(), "node_id": "road-000", "value": 50.0}])
     assert r.status_code == 422 and "more than 1 h ahead of the server clock" in r.json()["detail"]
@@ -218,7 +218,8 @@ def test_one_outlier_leaves_every_other_road_unchanged_and_is_marked(make, rows,
     assert road["flagged_readings"] == 1
     assert all(x["flagged_readings"] == 0 for x in after["roads"] if x["node_id"] != "road-003")
     got = c.get(f"/v1/observations?nodes=road-003&since={cell['timestamp']}").json()["observations"]
-    assert got == [{"timestamp": cell["timestamp"], "node_id": "road-003", "value": bad, "flagged": True}]
+    assert [{k: v for k, v in o.items() if k != "covariates"} for o in got] == [
+        {"timestamp": cell["timestamp"] + "Z", "node_id": "road-003", "value": bad, "flagged": True}]
     text = c.get("/metrics").text
     assert "stmgt_observations_flagged_total 1" in text and "stmgt_store_flagged_observations 1" in text
     s = c.get("/v1/scores").json()["scores"][0]
@@ -238,6 +239,7 @@ def test_roads_carry_observed_fraction_and_last_reading(make, rows):
     c = make()
     window = _full(rows(-12))
     stamps = sorted({r["timestamp"] for r in window})
+    utc = [t + "Z" for t in stamps]  # as the answers write them
     keep = [r for r in window if r["node_id"] != "road-005"
             and not (r["node_id"] == "road-002" and r["timestamp"] > stamps[7])  # silent for the last 4 steps
             and not (r["node_id"] == "road-006" and r["timestamp"] < stamps[8])]  # only the last 4 steps
@@ -245,11 +247,11 @@ def test_roads_carry_observed_fraction_and_last_reading(make, rows):
     body = c.get("/v1/forecast?nodes=road-002,road-005,road-006,road-000").json()
     roads = {r["node_id"]: r for r in body["roads"]}
     assert set(roads) == {"road-000", "road-002", "road-005", "road-006"}
-    assert roads["road-000"] == {"node_id": "road-000", "observed_fraction": 1.0, "last_observed_at": stamps[-1],
+    assert roads["road-000"] == {"node_id": "road-000", "observed_fraction": 1.0, "last_observed_at": utc[-1],
                                  "flagged_readings": 0, "status": "ok"}
     assert roads["road-005"]["observed_fraction"] == 0 and roads["road-005"]["last_observed_at"] is None
     assert roads["road-005"]["status"] == "no data"
-    assert roads["road-002"]["status"] == "stale" and roads["road-002"]["last_observed_at"] == stamps[7]
+    assert roads["road-002"]["status"] == "stale" and roads["road-002"]["last_observed_at"] == utc[7]
     assert roads["road-006"]["status"] == "sparse"
     assert roads["road-006"]["observed_fraction"] == pytest.approx(1 / 3, abs=1e-4)
     all_roads = c.get("/v1/forecast").json()["roads"]
@@ -340,11 +342,11 @@ def test_duplicates_in_one_batch(make):
     b = {"timestamp": "2024-01-03T10:00", "node_id": "road-001", "value": 40.0, "covariates": {"temperature": 2.0}}
     r = post(c, [a, b])
     assert r.status_code == 422 and r.json()["detail"] == (
-        "observations[1].covariates.temperature: 2 at 2024-01-03T10:00:00, but row 0 gives 1 for the same time;"
+        "observations[1].covariates.temperature: 2 at 2024-01-03T10:00:00Z, but row 0 gives 1 for the same time;"
         " covariates are one value per time; row 1 rejected")
     r = post(c, [a, dict(a, value=51.0)])
     assert r.status_code == 422 and r.json()["detail"].startswith(
-        "observations[1]: node 'road-000' at 2024-01-03T10:00:00 is also row 0, with another value (50, here 51)")
+        "observations[1]: node 'road-000' at 2024-01-03T10:00:00Z is also row 0, with another value (50, here 51)")
     assert kept(c) == 0
     r = post(c, [a, dict(a), dict(b, covariates={"temperature": 1.0})])  # the same reading twice: one row
     assert r.status_code == 200 and r.json()["accepted"] == 2 and kept(c) == 2

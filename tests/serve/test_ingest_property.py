@@ -110,7 +110,7 @@ def test_ingestion_never_fails_loses_or_prunes_young_rows(world, batches):
         if r.status_code == 200:
             for o in body:
                 t = _utc_naive(datetime.fromisoformat(o["timestamp"])).replace(microsecond=0)  # whole seconds kept
-                acked[(o["node_id"], t.isoformat())] = (float(o["value"]), clock.t)
+                acked[(o["node_id"], t.isoformat() + "Z")] = (float(o["value"]), clock.t)  # answers: UTC, Z
         clock.t += advance_days * 86400 / 4
         svc.store.prune()
         got = {(o["node_id"], o["timestamp"]): o["value"]

@@ -97,7 +97,7 @@ def test_every_acknowledged_row_survives_sigkill(served, new_db):
         got = httpx.get(f"{url}/v1/observations", params={"nodes": f"road-00{last % 8}", "since": ts,
                                                           "until": ts}).json()["observations"]
         assert [{k: v for k, v in o.items() if k != "flagged"} for o in got] == [  # (big values are flagged)
-            {"timestamp": ts, "node_id": f"road-00{last % 8}", "value": float(last)}]
+            {"timestamp": ts + "Z", "node_id": f"road-00{last % 8}", "value": float(last)}]  # answers: UTC, Z
     finally:
         done.set()
         stop(proc)

@@ -1,26 +1,32 @@
 """The HTTP routes of ``stmgt serve`` (FastAPI): observations in, calibrated forecasts out.
 
-======  ======================  ==============================================================
-GET     ``/``                   the dashboard (a map of the roads, coloured by forecast)
-GET     ``/healthz``            the process answers
-GET     ``/readyz``             models loaded, store reachable, no failing forecast (503 otherwise)
-GET     ``/metrics``            Prometheus text: requests, latency, forecast time, rows, store size, scores
-GET     ``/openapi.json``       the API description (no /docs page: it would load scripts from a CDN)
-GET     ``/v1/models``          served models (name, version, horizon, ...) and the store's newest time
-GET     ``/v1/graph``           nodes (with coordinates where known) and edges of a model
-POST    ``/v1/observations``    a batch of ``{timestamp, node_id, value, covariates?}`` (API key if set)
-GET     ``/v1/observations``    stored observations (``nodes``, ``since``, ``until``, ``limit``)
-GET     ``/v1/forecast``        forecast from the latest window in the store (cached; stored for scoring)
-POST    ``/v1/forecast``        forecast from an explicit window of observations
-GET     ``/v1/scores``          live MAE per step and 80%/90% interval coverage of issued forecasts
-======  ======================  ==============================================================
+======  =========================  ==============================================================
+GET     ``/``                      the dashboard (a map of the roads, coloured by forecast)
+GET     ``/healthz``               the process answers
+GET     ``/readyz``                models loaded, store reachable, no failing forecast (503 otherwise)
+GET     ``/metrics``               Prometheus text: requests, latency, forecast time, rows, store size, scores
+GET     ``/openapi.json``          the API description (no /docs page: it would load scripts from a CDN)
+GET     ``/v1/models``             served models (name, version, horizon, ...) and the store's newest time
+GET     ``/v1/graph``              nodes (with coordinates where known) and edges of a model
+POST    ``/v1/observations``       a batch of ``{timestamp, node_id, value, covariates?}`` (API key if set)
+GET     ``/v1/observations``       stored observations, with their covariates (``nodes``, ``since``, ``until``)
+GET     ``/v1/forecast``           forecast from the latest window in the store (JSON, or GeoJSON for a map)
+POST    ``/v1/forecast``           forecast from an explicit window of observations
+GET     ``/v1/scores``             live MAE per step and 80%/90% interval coverage of issued forecasts
+GET     ``/v1/forecasts/history``  issued forecasts with the observations they were scored against
+======  =========================  ==============================================================
+
+Every route has a pydantic response model (``/openapi.json`` documents each answer and each refusal);
+every time in an answer is ISO 8601 in UTC with whole seconds and a ``Z`` (:func:`~stmgt.serve.store.iso_utc`);
+a query parameter a route does not declare is refused (422, listing the accepted ones); refusals name
+API fields and server settings, never command-line flags.
 
 Every refusal answers ``{"detail": "<one line>"}``: 401 without the API key (checked before the
 body is read), 404 for an unknown model, 409 when the store does not hold the model's history
 yet, 413 for a body over the limit (counted while it streams, chunked or not), 422 for a bad
 request (naming the row index and field of a bad observation, or the query parameter), 503 when
-the store cannot write. Every answer carries a ``Content-Security-Policy`` that allows scripts
-from this service's ``/static`` files only (no inline script).
+the store cannot write (``/readyz``: when not ready). Every answer carries a ``Content-Security-Policy``
+that allows scripts from this service's ``/static`` files only (no inline script).
 """
 
 from __future__ import annotations
@@ -37,22 +43,25 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import models_json_schema
 
 from stmgt.errors import StmgtError
 from stmgt.predict import QUANTILES, quantile_column
 from stmgt.serve.forecasting import ForecastFailed, NotEnoughHistory, ServedModel, load_models
 from stmgt.serve.metrics import Metrics
 from stmgt.serve.scoring import Scorer
-from stmgt.serve.store import Store, StoreUnavailable, from_seconds, to_seconds
+from stmgt.serve.store import STORED_QUANTILES, Store, StoreUnavailable, iso_utc, to_seconds
 from stmgt.serve.trust import PLAUSIBLE_STD, Trust, parse_value_range
 
 log = logging.getLogger("stmgt.serve")
@@ -77,17 +86,38 @@ def _short(x, n: int = 60) -> str:
     return t if len(t) <= n else t[:n] + f"... ({len(t)} characters)"
 
 
-def iso_seconds(s: int) -> str:
-    """Seconds since 1970 as ISO 8601 (any year 1..9999, unlike pandas)."""
-    return (_EPOCH + timedelta(seconds=int(s))).isoformat()
+#: Phrases of messages shared with the command line (:mod:`stmgt.predict`) in the API's words: ``(pattern,
+#: replacement)``, applied in order by :func:`api_words`.
+_API_WORDS = [
+    (re.compile(r"^window: "), "observations: "),
+    (re.compile(r"^store: "), "the store: "),
+    (re.compile(r"below --min-coverage ([0-9.eE+-]+)"), r"below the minimum coverage \1 a forecast needs"),
+    (re.compile(r", or lower --min-coverage\b"), ""),
+    (re.compile(r"; column\(s\) (.+?) missing; add them"), r"; no observation carries \1; add it to the rows'"
+                                                           " covariates"),
+    (re.compile(r"covariate column ('[^']*') has no value; fill it in"),
+     r"covariate \1 has no value in the window; send it in the rows' covariates"),
+    (re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?![0-9.:+Z-])"), r"\1T\2Z"),
+]
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def api_words(text: str) -> str:
+    """A message for an HTTP answer: the command-line wording of :mod:`stmgt.predict`'s shared messages in API
+    terms (``window:`` is the ``observations`` field; ``--min-coverage 0.5`` is the minimum coverage a forecast
+    needs, which no request sets; any other flag left is named as an option, ``--allow-gap`` -> ``option
+    allow_gap``) and its times as the API writes them (UTC, ``Z``)."""
+    for pattern, repl in _API_WORDS:
+        text = pattern.sub(repl, text)
+    return _FLAG.sub(lambda m: "option " + m.group(1).replace("-", "_"), text)
 
 
 class ApiError(Exception):
-    """A refusal: HTTP ``status`` with a one-line ``detail``."""
+    """A refusal: HTTP ``status`` with a one-line ``detail`` (in API words: :func:`api_words`)."""
 
     def __init__(self, status: int, detail: str):
         super().__init__(detail)
-        self.status, self.detail = status, " ".join(str(detail).split())
+        self.status, self.detail = status, api_words(" ".join(str(detail).split()))
 
 
 class Observation(BaseModel):
@@ -139,6 +169,318 @@ class WindowRequest(BaseModel):
     nodes: list[str] | None = None
     steps: list[int] | None = None
     quantiles: list[float] | None = None
+
+
+# ---------------------------------------------------------------------------- answers (response models)
+#: A time as every answer writes it (:func:`~stmgt.serve.store.iso_utc`).
+Time = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+                            json_schema_extra={"format": "date-time"}, examples=["2024-01-03T08:00:00Z"],
+                            description="ISO 8601 in UTC, whole seconds, with a Z")]
+Quantiles = Annotated[dict[str, float], Field(description='per requested probability (as written in "quantiles",'
+                                                          ' e.g. "0.05"), the quantile in the data\'s units')]
+
+
+class _Answer(BaseModel):
+    """The base of the response models (routes answer with ``response_model_exclude_unset``: an optional field an
+    answer does not carry is left out, not written as ``null``)."""
+
+
+class ErrorResponse(_Answer):
+    """Every refusal: one line saying what is wrong (the field, row or parameter) and, where there is one, the fix."""
+
+    detail: str = Field(examples=["model 'x' is not served; served: demo, gru"])
+
+
+class HealthResponse(_Answer):
+    """``GET /healthz``."""
+
+    status: Literal["ok"]
+
+
+class ReadyResponse(_Answer):
+    """``GET /readyz`` (503 with the same body when ``ready`` is false)."""
+
+    ready: bool
+    store: bool = Field(description="the store answers a query")
+    models: bool = Field(description="every model is loaded")
+    forecasts: dict[str, str] = Field(description='per model: "none yet", "ok", "waiting: ..." (not enough history'
+                                                  ' yet: ready) or "failed: ..." (not ready)')
+
+
+class TrainingValues(_Answer):
+    """The training data's mean and standard deviation of the value (the run's scaler; the map's colour scale)."""
+
+    mean: float
+    std: float
+
+
+class ModelInfo(BaseModel):
+    """One served model (``GET /v1/models``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="the run folder's name; ?model= takes it")
+    version: str = Field(description="a short hash of the weights")
+    model: str = Field(description="the architecture")
+    run_dir: str
+    nodes: int
+    history: int = Field(description="steps of history the model reads")
+    horizon: int = Field(description="steps it forecasts")
+    interval_minutes: float
+    covariates: list[str]
+    units: str
+    calibrated: bool
+    training_values: TrainingValues
+
+
+class StoreInfo(_Answer):
+    """The store's state (``GET /v1/models``)."""
+
+    latest_observation: Time | None
+    observations: int
+    flagged: int
+    retention_days: float
+    earliest_accepted: Time
+    value_range: list[float] = Field(description="the plausible range of most roads: [low, high]")
+    roads_with_own_range: list[str]
+
+
+class ModelsResponse(_Answer):
+    """``GET /v1/models``."""
+
+    models: list[ModelInfo]
+    default: str
+    store: StoreInfo
+
+
+class GraphNode(_Answer):
+    """A node of the road graph; ``lat``/``lon`` where the run has coordinates."""
+
+    id: str
+    lat: float | None = None
+    lon: float | None = None
+
+
+class GraphEdge(_Answer):
+    """A directed edge of the road graph."""
+
+    source: str
+    target: str
+    weight: float | None = None
+
+
+class GraphResponse(_Answer):
+    """``GET /v1/graph``."""
+
+    model: str
+    has_coords: bool
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class IngestResponse(_Answer):
+    """``POST /v1/observations``: what was acknowledged (on disk before this answer)."""
+
+    accepted: int
+    covariates: int
+    flagged: int = Field(description="rows stored flagged (outside their road's plausible range; treated as missing)")
+    latest: Time | None = Field(description="the store's newest unflagged observation time")
+    flagged_note: str | None = None
+    flagged_covariates: int | None = None
+
+
+class StoredObservation(_Answer):
+    """A stored reading, with the covariates stored at its time (left out when there are none)."""
+
+    timestamp: Time
+    node_id: str
+    value: float
+    flagged: bool
+    covariates: dict[str, float] | None = None
+    flagged_covariates: list[str] | None = Field(None, description="covariates of this time stored flagged")
+
+
+class ObservationsResponse(_Answer):
+    """``GET /v1/observations``."""
+
+    observations: list[StoredObservation]
+    count: int
+    truncated: bool = Field(description="more rows match than limit: narrow since/until or raise limit")
+
+
+class ForecastRow(_Answer):
+    """The forecast of one node at one horizon step."""
+
+    step: int
+    timestamp: Time = Field(description="the time forecast")
+    node_id: str
+    mean: float
+    std: float
+    quantiles: Quantiles
+
+
+class Road(_Answer):
+    """How well one road is observed in the forecast's window."""
+
+    node_id: str
+    observed_fraction: float
+    last_observed_at: Time | None
+    flagged_readings: int
+    status: Literal["ok", "sparse", "stale", "no data"]
+
+
+class ForecastResponse(_Answer):
+    """``GET /v1/forecast`` and ``POST /v1/forecast``."""
+
+    model: str
+    version: str
+    window_end: Time = Field(description="the last step of the history window")
+    issued_at: Time = Field(description="the server's clock when the forecast was computed")
+    compute_ms: float
+    cached: bool
+    units: str
+    interval_minutes: float
+    calibrated: bool
+    quantiles: list[float]
+    roads: list[Road]
+    forecasts: list[ForecastRow]
+
+
+class StepForecast(_Answer):
+    """One horizon step of a node's forecast (GeoJSON properties)."""
+
+    step: int
+    timestamp: Time
+    mean: float
+    std: float
+    quantiles: Quantiles
+
+
+class Point(_Answer):
+    """A GeoJSON Point: ``[longitude, latitude]``."""
+
+    type: Literal["Point"]
+    coordinates: list[float] = Field(min_length=2, max_length=2)
+
+
+class LineString(_Answer):
+    """A GeoJSON LineString: ``[[lon, lat] of the source, [lon, lat] of the target]``."""
+
+    type: Literal["LineString"]
+    coordinates: list[list[float]] = Field(min_length=2)
+
+
+class FeatureProperties(_Answer):
+    """A feature's node (for a line: the edge's target), its road status and its forecast per step."""
+
+    node_id: str
+    source: str | None = Field(None, description="lines only: the edge's source node")
+    target: str | None = Field(None, description="lines only: the edge's target node (= node_id)")
+    observed_fraction: float
+    last_observed_at: Time | None
+    flagged_readings: int
+    status: Literal["ok", "sparse", "stale", "no data"]
+    forecasts: list[StepForecast]
+
+
+class Feature(_Answer):
+    """A GeoJSON Feature."""
+
+    type: Literal["Feature"]
+    geometry: Point | LineString = Field(discriminator="type")
+    properties: FeatureProperties
+
+
+class ForecastGeoJSON(_Answer):
+    """``GET /v1/forecast?format=geojson``: a GeoJSON FeatureCollection (RFC 7946; coordinates are [lon, lat])
+    with the forecast's metadata as foreign members."""
+
+    type: Literal["FeatureCollection"]
+    geometry: Literal["points", "lines"]
+    model: str
+    version: str
+    window_end: Time
+    issued_at: Time
+    compute_ms: float
+    cached: bool
+    units: str
+    interval_minutes: float
+    calibrated: bool
+    quantiles: list[float]
+    features: list[Feature]
+
+
+class StepScore(_Answer):
+    """Live scores of one horizon step."""
+
+    step: int
+    n: int
+    mae: float
+    coverage80: float
+    coverage90: float
+
+
+class ModelScores(_Answer):
+    """Live scores of one model version over the score window."""
+
+    model: str
+    version: str
+    window_hours: float
+    window_end: Time | None
+    forecasts_issued: int
+    n: int
+    mae: float | None
+    coverage80: float | None
+    coverage90: float | None
+    steps: list[StepScore]
+
+
+class ScoresResponse(_Answer):
+    """``GET /v1/scores``."""
+
+    scores: list[ModelScores]
+
+
+class HistoryRow(_Answer):
+    """One issued forecast of one node at one step, with the observation it is scored against."""
+
+    window_end: Time = Field(description="the issue: the last step of the window the forecast was made from")
+    issued_at: Time = Field(description="the server's clock when it was stored")
+    step: int
+    timestamp: Time = Field(description="the time forecast")
+    node_id: str
+    mean: float | None
+    quantiles: dict[str, float | None] = Field(description="the stored quantiles (0.05, 0.1, 0.5, 0.9, 0.95)")
+    observed: float | None = Field(description="the mean unflagged reading in [timestamp, timestamp + interval);"
+                                               " null while none has arrived")
+
+
+class HistoryResponse(_Answer):
+    """``GET /v1/forecasts/history``."""
+
+    model: str
+    version: str
+    interval_minutes: float
+    forecasts: list[HistoryRow]
+    count: int
+    truncated: bool = Field(description="more rows match than limit: narrow since/until or raise limit")
+
+
+#: Models that ``responses=`` name by reference only (added to ``/openapi.json``'s components by hand).
+EXTRA_SCHEMAS = (ErrorResponse, ForecastGeoJSON)
+_ERROR_TEXT = {401: "Writing without the service's API key (the X-API-Key header)",
+               404: "The model is not served",
+               409: "The store does not hold the model's history window (or a forecast from it) yet",
+               413: "The body is over the size limit",
+               422: "A bad request: the field, row or query parameter is named (an undeclared query parameter too)",
+               503: "The store cannot write"}
+
+
+def _errors(*codes: int) -> dict:
+    """The ``responses=`` of a route's refusals: each a JSON ``{"detail": str}`` (:class:`ErrorResponse`), whatever
+    the media type of the route's answer."""
+    return {c: {"description": _ERROR_TEXT[c],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+            for c in codes}
 
 
 class Service:
@@ -220,18 +562,18 @@ class Service:
             except (OverflowError, ValueError):
                 ts = datetime.min if ts.year < 1000 else datetime.max
             if ts > horizon:
-                raise ApiError(422, f"{field}[{i}].timestamp: {ts.isoformat()} is more than"
+                raise ApiError(422, f"{field}[{i}].timestamp: {iso_utc(ts)} is more than"
                                     f" {self.max_future.total_seconds() / 3600:g} h ahead of the server clock"
-                                    f" ({now:%Y-%m-%dT%H:%M}, --max-future-hours); row {i} rejected")
+                                    f" ({iso_utc(now)}; server setting max_future_hours); row {i} rejected")
             if ts < self.earliest:
-                raise ApiError(422, f"{field}[{i}].timestamp: {ts.isoformat()} is before {self.earliest:%Y-%m-%d},"
-                                    f" the earliest time accepted (--earliest); row {i} rejected")
+                raise ApiError(422, f"{field}[{i}].timestamp: {iso_utc(ts)} is before {iso_utc(self.earliest)},"
+                                    f" the earliest time accepted (server setting earliest); row {i} rejected")
             s = (ts - _EPOCH) // _SECOND
             v = float(o.value)
             prev = seen.get((o.node_id, s))
             if prev is not None:
                 if prev[1] != v:
-                    raise ApiError(422, f"{field}[{i}]: node {_short(o.node_id)!r} at {ts.isoformat()} is also row"
+                    raise ApiError(422, f"{field}[{i}]: node {_short(o.node_id)!r} at {iso_utc(ts)} is also row"
                                         f" {prev[0]}, with another value ({prev[1]:g}, here {v:g}); send one reading"
                                         f" per node and time; row {i} rejected")
             else:
@@ -245,7 +587,7 @@ class Service:
                 prev = seen_cov.get((s, name))
                 if prev is not None:
                     if prev[1] != x:
-                        raise ApiError(422, f"{field}[{i}].covariates.{name}: {x:g} at {ts.isoformat()}, but row"
+                        raise ApiError(422, f"{field}[{i}].covariates.{name}: {x:g} at {iso_utc(ts)}, but row"
                                             f" {prev[0]} gives {prev[1]:g} for the same time; covariates are one"
                                             f" value per time; row {i} rejected")
                     continue
@@ -339,10 +681,6 @@ class Service:
 
 
 # ---------------------------------------------------------------------------- formatting
-def _iso(ts) -> str:
-    return pd.Timestamp(ts).isoformat()
-
-
 def _parse_list(text: str | None) -> list[str] | None:
     if text is None or not text.strip():
         return None
@@ -381,8 +719,8 @@ def _parse_time(text: str | None, what: str) -> int | None:
     except (ValueError, TypeError, OverflowError):
         v = None
     if v is None:
-        raise ApiError(422, f"{what}: {_short(text)!r} is not a timestamp (ISO 8601, e.g. 2024-01-03T08:00,"
-                            " or seconds since 1970)")
+        raise ApiError(422, f"{what}: {_short(text)!r} is not a timestamp (ISO 8601, e.g. 2024-01-03T08:00:00Z;"
+                            " naive times are UTC; or seconds since 1970)")
     if not 0 <= v <= MAX_SECONDS:
         raise ApiError(422, f"{what}: {_short(text)!r} is outside 1970-01-01 .. {pd.Timestamp.max:%Y-%m-%d}"
                             " (ISO 8601, or seconds since 1970)")
@@ -423,28 +761,96 @@ def _select(model: ServedModel, nodes, steps) -> tuple[list[str] | None, list[in
 
 
 def forecast_body(model: ServedModel, res: dict, quantiles, nodes=None, steps=None) -> dict:
-    """The JSON answer of a forecast: per (step, node) the mean, std and requested quantiles."""
+    """The JSON answer of a forecast (:class:`ForecastResponse`): per (step, node) the mean, std and requested
+    quantiles, and per road how well its window is observed.
+
+    Args:
+        model: the served model.
+        res: its forecast (``table`` of :func:`~stmgt.predict.forecast_table` rows, ``window_end`` seconds,
+            ``issued_at``, ``compute_ms``, ``cached``, ``roads``).
+        quantiles: the probabilities to answer (columns of ``table``).
+        nodes, steps: the selection (``None``: all).
+    """
     t = res["table"]
     if nodes:
         t = t[t["node_id"].isin(nodes)]
     if steps:
         t = t[t["step"].isin(steps)]
     cols = [quantile_column(q) for q in quantiles]
-    ts = [_iso(x) for x in t["timestamp"]]
+    ts = [iso_utc(x) for x in t["timestamp"]]
     qv = t[cols].to_numpy(np.float64).round(4).tolist()
     rows = [{"step": int(s), "timestamp": tt, "node_id": str(n), "mean": round(float(mu), 4),
              "std": round(float(sd), 4), "quantiles": {f"{q:g}": v for q, v in zip(quantiles, qq)}}
             for s, tt, n, mu, sd, qq in zip(t["step"].tolist(), ts, t["node_id"].tolist(), t["mean"].tolist(),
                                             t["std"].tolist(), qv)]
-    roads = [{**r, "last_observed_at": None if r["last_observed"] is None else iso_seconds(r["last_observed"])}
+    roads = [{**r, "last_observed_at": None if r["last_observed"] is None else iso_utc(r["last_observed"])}
              for r in res.get("roads", []) if not nodes or r["node_id"] in nodes]
     for r in roads:
         del r["last_observed"]
-    return {"model": model.name, "version": model.version, "window_end": _iso(from_seconds(res["window_end"])),
-            "issued_at": _iso(res["issued_at"]), "compute_ms": round(res["compute_ms"], 3),
+    return {"model": model.name, "version": model.version, "window_end": iso_utc(res["window_end"]),
+            "issued_at": iso_utc(res["issued_at"]), "compute_ms": round(res["compute_ms"], 3),
             "cached": res["cached"], "units": model.meta.get("units", ""),
             "interval_minutes": model.meta["interval_minutes"], "calibrated": model.calibrated,
             "quantiles": [float(q) for q in quantiles], "roads": roads, "forecasts": rows}
+
+
+def lon_lat(model: ServedModel) -> list[list[float]]:
+    """The nodes' GeoJSON positions ``[lon, lat]`` (``data.json`` keeps ``coords`` as ``[lat, lon]``); a run without
+    usable coordinates is refused (422) in one line."""
+    coords = model.meta.get("coords")
+    why = None
+    if not coords:
+        why = "its data.json has no coords"
+    elif len(coords) != len(model.node_ids):
+        why = f"its data.json has {len(coords)} coords for {len(model.node_ids)} nodes"
+    else:
+        try:
+            out = [[float(c[1]), float(c[0])] for c in coords]
+        except (TypeError, ValueError, IndexError):
+            out = None
+        if out is None or not all(math.isfinite(v) for p in out for v in p):
+            why = "its data.json coords are not [lat, lon] number pairs"
+        else:
+            return out
+    raise ApiError(422, f"format: geojson needs node coordinates and model {model.name} has none ({why}); ask"
+                        " format=json")
+
+
+def geojson_body(model: ServedModel, body: dict, positions: list[list[float]], geometry: str) -> dict:
+    """A forecast answer (:func:`forecast_body`) as a GeoJSON FeatureCollection (:class:`ForecastGeoJSON`).
+
+    ``geometry="points"``: one Point feature per node of the answer; ``"lines"``: one LineString feature per edge
+    of the run's graph (source -> target positions; self-loops left out) whose target is in the answer, carrying
+    the target's forecast. ``positions``: ``[lon, lat]`` per node, in the run's node order (:func:`lon_lat`).
+    """
+    per_node: dict[str, list[dict]] = {}
+    for r in body["forecasts"]:
+        per_node.setdefault(r["node_id"], []).append({k: v for k, v in r.items() if k != "node_id"})
+    roads = {r["node_id"]: r for r in body["roads"]}
+    index = {n: i for i, n in enumerate(model.node_ids)}
+
+    def props(node: str) -> dict:
+        road = roads.get(node) or {"observed_fraction": 0.0, "last_observed_at": None, "flagged_readings": 0,
+                                   "status": "no data"}
+        return {"node_id": node, **{k: v for k, v in road.items() if k != "node_id"},
+                "forecasts": per_node.get(node, [])}
+
+    features = []
+    if geometry == "lines":
+        ei, _ = model.run.graph()
+        for a, b in zip(np.asarray(ei[0]).tolist(), np.asarray(ei[1]).tolist()):
+            source, target = model.node_ids[a], model.node_ids[b]
+            if a == b or target not in roads:
+                continue
+            features.append({"type": "Feature", "geometry": {"type": "LineString",
+                                                             "coordinates": [positions[a], positions[b]]},
+                             "properties": {**props(target), "source": source, "target": target}})
+    else:
+        for node in roads:
+            features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": positions[index[node]]},
+                             "properties": props(node)})
+    meta = {k: v for k, v in body.items() if k not in ("roads", "forecasts")}
+    return {"type": "FeatureCollection", "geometry": geometry, **meta, "features": features}
 
 
 # ---------------------------------------------------------------------------- the app
@@ -460,7 +866,27 @@ def create_app(service: Service) -> FastAPI:
     for router in (_dashboard_router(), _health_router(service), _model_router(service),
                    _observation_router(service), _forecast_router(service)):
         app.include_router(router)
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's OpenAPI description of ``app`` (made once), with the schemas that ``responses=`` name by reference
+    (:data:`EXTRA_SCHEMAS`: refusals, the GeoJSON forecast) added to its components, and the API key optional where
+    it is declared (a service without a key takes writes without one)."""
+    if app.openapi_schema is None:
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        _, top = models_json_schema([(m, "serialization") for m in EXTRA_SCHEMAS],
+                                    ref_template="#/components/schemas/{model}")
+        have = spec.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in top.get("$defs", {}).items():
+            have.setdefault(name, schema)
+        for ops in spec["paths"].values():
+            for op in ops.values():
+                if op.get("security") and {} not in op["security"]:
+                    op["security"].append({})
+        app.openapi_schema = spec
+    return app.openapi_schema
 
 
 def _static():
@@ -618,6 +1044,39 @@ def _need_key(service: Service, key: str | None) -> None:
                        if key is None else "the X-API-Key header does not match the service's API key")
 
 
+#: The API key of writes, declared in ``/openapi.json`` as a security scheme (checked by :class:`_Gate` and
+#: :func:`_need_key`, not here: a service without a key takes writes without one).
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
+                       description="the service's API key (stmgt serve --api-key-env NAME); writes only")
+
+
+def _query_names(dependant) -> list[str]:
+    """The query parameters a route declares (its own and its dependencies'), in declaration order."""
+    names = [q.alias for q in dependant.query_params]
+    for sub in dependant.dependencies:
+        names += [n for n in _query_names(sub) if n not in names]
+    return names
+
+
+def _declared_query_only(request: Request) -> None:
+    """Refuse (422) a query parameter the route does not declare (``?node=`` for ``?nodes=`` would otherwise be
+    ignored silently and answer for every road), naming it and listing the accepted ones."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    accepted = _query_names(route.dependant)
+    for name in request.query_params:
+        if name not in accepted:
+            shown = name if re.fullmatch(r"[A-Za-z0-9_.\-\[\]]{1,60}", name) else repr(_short(name))
+            raise ApiError(422, f"{shown}: not a parameter of {request.method} {route.path}"
+                                f" (accepted: {', '.join(accepted) or 'none'})")
+
+
+def _router() -> APIRouter:
+    """A router whose routes refuse undeclared query parameters."""
+    return APIRouter(dependencies=[Depends(_declared_query_only)])
+
+
 def _dashboard_router() -> APIRouter:
     """``GET /``: the dashboard page (its scripts and styles are mounted at ``/static``)."""
     router = APIRouter()
@@ -631,23 +1090,28 @@ def _dashboard_router() -> APIRouter:
 
 def _health_router(service: Service) -> APIRouter:
     """``GET /healthz``, ``/readyz`` and ``/metrics``: for probes and Prometheus."""
-    router = APIRouter()
+    router = _router()
 
-    @router.get("/healthz", summary="The process answers")
+    @router.get("/healthz", summary="The process answers", operation_id="healthz", tags=["health"],
+                response_model=HealthResponse, responses=_errors(422))
     def healthz():
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Models loaded and store reachable")
+    @router.get("/readyz", summary="Models loaded and store reachable", operation_id="readyz", tags=["health"],
+                response_model=ReadyResponse,
+                responses={503: {"model": ReadyResponse, "description": "Not ready (the body says why)"},
+                           **_errors(422)})
     def readyz():
         ok_store = service.store.ping()
         ok_models = all(m.run.model() is not None for m in service.models.values())
-        states = dict(service.forecast_state)
+        states = {k: api_words(v) for k, v in service.forecast_state.items()}
         ok_forecasts = not any(v.startswith("failed") for v in states.values())
         body = {"ready": ok_store and ok_models and ok_forecasts, "store": ok_store, "models": ok_models,
                 "forecasts": states}
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics", operation_id="metrics",
+                tags=["health"], responses=_errors(422))
     def metrics():
         return PlainTextResponse(service.metrics.render(_gauges(service)), media_type="text/plain; version=0.0.4")
 
@@ -691,19 +1155,22 @@ def _gauges(service: Service) -> list[tuple]:
 
 def _model_router(service: Service) -> APIRouter:
     """``GET /v1/models`` and ``/v1/graph``: what is served, and a model's road graph."""
-    router = APIRouter()
+    router = _router()
 
-    @router.get("/v1/models", summary="Served models and the store's newest observation")
+    @router.get("/v1/models", summary="Served models and the store's newest observation", operation_id="get_models",
+                tags=["models"], response_model=ModelsResponse, responses=_errors(422))
     def models():
         latest = service.store.latest()
         return {"models": [m.describe() for m in service.models.values()], "default": service.default,
-                "store": {"latest_observation": None if latest is None else iso_seconds(latest),
+                "store": {"latest_observation": None if latest is None else iso_utc(latest),
                           "observations": service.store.count(), "flagged": service.store.count_flagged(),
                           "retention_days": service.store.retention_s / 86400,
-                          "earliest_accepted": service.earliest.isoformat(), **service.trust.describe()}}
+                          "earliest_accepted": iso_utc(service.earliest), **service.trust.describe()}}
 
-    @router.get("/v1/graph", summary="Nodes (with coordinates where known) and edges")
-    def graph(model: str | None = None):
+    @router.get("/v1/graph", summary="Nodes (with coordinates where known) and edges", operation_id="get_graph",
+                tags=["models"], response_model=GraphResponse, response_model_exclude_unset=True,
+                responses=_errors(404, 422))
+    def graph(model: Annotated[str | None, Query(description=MODEL_HELP)] = None):
         m = service.model(model)
         ei, ew = m.run.graph()
         coords = m.meta.get("coords")
@@ -717,13 +1184,21 @@ def _model_router(service: Service) -> APIRouter:
     return router
 
 
+MODEL_HELP = "a served model's name (GET /v1/models); default: the first served"
+NODES_HELP = 'node ids separated by commas, or a JSON array (["A,1","B"]) for ids that hold commas; default: all'
+SINCE_HELP = "ISO 8601 (naive times are UTC; an offset is converted) or seconds since 1970; inclusive"
+LIMIT_HELP = "at most this many rows (truncated: true when more match)"
+
+
 def _observation_router(service: Service) -> APIRouter:
     """``POST /v1/observations`` (ingest; the API key where set) and ``GET /v1/observations``."""
-    router = APIRouter()
+    router = _router()
 
-    @router.post("/v1/observations", summary="Ingest a batch (idempotent upsert per node and timestamp)")
+    @router.post("/v1/observations", summary="Ingest a batch (idempotent upsert per node and timestamp)",
+                 operation_id="post_observations", tags=["observations"], response_model=IngestResponse,
+                 response_model_exclude_unset=True, responses=_errors(401, 413, 422, 503))
     def post_observations(request: Request, batch: ObservationBatch,
-                          x_api_key: Annotated[str | None, Header()] = None):
+                          x_api_key: Annotated[str | None, Security(API_KEY)] = None):
         _need_key(service, x_api_key)
         request.state.batch = batch
         rows, covs = service.check_rows(batch.observations)
@@ -732,7 +1207,7 @@ def _observation_router(service: Service) -> APIRouter:
         flagged = [i for i, r in enumerate(rows) if r[3]]
         latest = service.store.latest()
         out = {"accepted": n, "covariates": len(covs), "flagged": len(flagged),
-               "latest": None if latest is None else iso_seconds(latest)}
+               "latest": None if latest is None else iso_utc(latest)}
         if flagged:
             lo, hi = service.trust.ranges[rows[flagged[0]][0]]
             out["flagged_note"] = (f"{len(flagged)} reading(s) outside their road's plausible range (e.g."
@@ -742,24 +1217,34 @@ def _observation_router(service: Service) -> APIRouter:
             out["flagged_covariates"] = sum(1 for c in covs if c[3])
         return out
 
-    @router.get("/v1/observations", summary="Stored observations by node and time")
-    def get_observations(nodes: str | None = None, since: str | None = None, until: str | None = None,
-                         limit: int = 10000):
+    @router.get("/v1/observations", summary="Stored observations (with their covariates) by node and time",
+                operation_id="get_observations", tags=["observations"], response_model=ObservationsResponse,
+                response_model_exclude_unset=True, responses=_errors(422))
+    def get_observations(nodes: Annotated[str | None, Query(description=NODES_HELP)] = None,
+                         since: Annotated[str | None, Query(description=SINCE_HELP)] = None,
+                         until: Annotated[str | None, Query(description=SINCE_HELP)] = None,
+                         limit: Annotated[int, Query(ge=1, le=100_000, description=LIMIT_HELP)] = 10000):
         ids = _parse_nodes(nodes, service.nodes)
         if ids:
             bad = [n for n in ids if n not in service.nodes]
             if bad:
                 raise ApiError(422, f"nodes: {_short(bad[0])!r} is not a node of the served models")
-        if not 1 <= limit <= 100_000:
-            raise ApiError(422, f"limit: {limit} is outside 1..100000")
-        rows = service.store.observations(ids, _parse_time(since, "since"), _parse_time(until, "until"), limit + 1)
-        out = [{"timestamp": iso_seconds(t), "node_id": n, "value": v, "flagged": bool(f)}
-               for n, t, v, f in rows[:limit]]
-        return {"observations": out, "count": len(out), "truncated": len(rows) > limit}
+        found = service.store.observations(ids, _parse_time(since, "since"), _parse_time(until, "until"), limit + 1)
+        rows = found[:limit]
+        covs = service.store.covariates_between(rows[0][1], rows[-1][1]) if rows else {}
+        out = []
+        for n, t, v, f in rows:
+            o = {"timestamp": iso_utc(t), "node_id": n, "value": v, "flagged": bool(f)}
+            at = covs.get(int(t))
+            if at:
+                o["covariates"] = {name: x for name, (x, _) in at.items()}
+                bad_cov = [name for name, (_, flag) in at.items() if flag]
+                if bad_cov:
+                    o["flagged_covariates"] = bad_cov
+            out.append(o)
+        return {"observations": out, "count": len(out), "truncated": len(found) > limit}
 
     return router
-
-
 class _EncodedBodies:
     """The JSON text of recent ``GET /v1/forecast`` answers by request (at most ``size``; the oldest goes first):
     encoding ~2,500 rows costs far more than a cache hit of the forecast itself."""
@@ -783,28 +1268,54 @@ class _EncodedBodies:
 
 
 def _forecast_router(service: Service) -> APIRouter:
-    """``GET /v1/forecast`` (from the store), ``POST /v1/forecast`` (an explicit window) and ``GET /v1/scores``."""
-    router = APIRouter()
+    """``GET /v1/forecast`` (from the store), ``POST /v1/forecast`` (an explicit window), ``GET /v1/scores`` and
+    ``GET /v1/forecasts/history``."""
+    router = _router()
     bodies = _EncodedBodies()
+    geo = {"model": ForecastResponse, "description": "The forecast: JSON, or GeoJSON with format=geojson",
+           "content": {"application/geo+json": {"schema": {"$ref": "#/components/schemas/ForecastGeoJSON"}}}}
 
-    @router.get("/v1/forecast", summary="Forecast from the latest window in the store")
-    def get_forecast(model: str | None = None, nodes: str | None = None, steps: str | None = None,
-                     quantiles: str | None = None):
+    @router.get("/v1/forecast", summary="Forecast from the latest window in the store", operation_id="get_forecast",
+                tags=["forecasts"], response_class=Response, responses={200: geo, **_errors(404, 409, 422, 503)})
+    def get_forecast(request: Request, model: Annotated[str | None, Query(description=MODEL_HELP)] = None,
+                     nodes: Annotated[str | None, Query(description=NODES_HELP)] = None,
+                     steps: Annotated[str | None, Query(description="horizon steps separated by commas (e.g."
+                                                                    " 1,6,12); default: all")] = None,
+                     quantiles: Annotated[str | None, Query(description="probabilities separated by commas (e.g."
+                                                                        " 0.05,0.5,0.95); default: 0.05,0.1,0.5,"
+                                                                        "0.9,0.95")] = None,
+                     fmt: Annotated[Literal["json", "geojson"], Query(alias="format", description=(
+                         "json, or geojson: a FeatureCollection (application/geo+json) for a map"))] = "json",
+                     geometry: Annotated[Literal["points", "lines"], Query(description=(
+                         "with format=geojson: points (a Point per node) or lines (a LineString per edge, carrying"
+                         " its target node's forecast)"))] = "points"):
         m = service.model(model)
         qs = _quantiles(_parse_list(quantiles))
         sel_nodes, sel_steps = _select(m, _parse_nodes(nodes, m.node_ids), _parse_list(steps))
+        if fmt != "geojson" and "geometry" in request.query_params:
+            raise ApiError(422, f"geometry: {geometry} is for format=geojson only; add format=geojson or leave it out")
+        positions = lon_lat(m) if fmt == "geojson" else None
         try:
             res = service.forecast(m, qs)
         except NotEnoughHistory as e:
             raise ApiError(409, str(e)) from None
         service.metrics.forecast(m.name, res["compute_ms"] / 1000, res["cached"])
         key = (m.name, res["window_end"], res["issued_at"], res["cached"], tuple(qs), tuple(sel_nodes or ()),
-               tuple(sel_steps or ()))
-        body = bodies.get(key, lambda: json.dumps(forecast_body(m, res, qs, sel_nodes, sel_steps),
-                                                  separators=(",", ":")).encode())
-        return Response(body, media_type="application/json")
+               tuple(sel_steps or ()), fmt, geometry)
 
-    @router.post("/v1/forecast", summary="Forecast from an explicit window of observations")
+        def encode() -> bytes:
+            body = forecast_body(m, res, qs, sel_nodes, sel_steps)
+            if positions is not None:
+                body = geojson_body(m, body, positions, geometry)
+            return json.dumps(body, separators=(",", ":")).encode()
+
+        media = "application/geo+json" if fmt == "geojson" else "application/json"
+        return Response(bodies.get(key, encode), media_type=media)
+
+    @router.post("/v1/forecast", summary="Forecast from an explicit window of observations",
+                 operation_id="post_forecast", tags=["forecasts"], response_class=Response,
+                 responses={200: {"model": ForecastResponse, "description": "The forecast"},
+                            **_errors(404, 413, 422)})
     def post_forecast(req: WindowRequest):
         m = service.model(req.model)
         qs = _quantiles(req.quantiles)
@@ -817,10 +1328,43 @@ def _forecast_router(service: Service) -> APIRouter:
         body = json.dumps(forecast_body(m, res, qs, sel_nodes, sel_steps), separators=(",", ":"))
         return Response(body, media_type="application/json")
 
-    @router.get("/v1/scores", summary="Live MAE per step and interval coverage of issued forecasts")
-    def scores(model: str | None = None):
+    @router.get("/v1/scores", summary="Live MAE per step and interval coverage of issued forecasts",
+                operation_id="get_scores", tags=["forecasts"], response_model=ScoresResponse,
+                responses=_errors(404, 422))
+    def scores(model: Annotated[str | None, Query(description="a served model's name; default: every model")]
+               = None):
         ms = [service.model(model)] if model else list(service.models.values())
         return {"scores": [service.scorer.scores(m) for m in ms]}
+
+    @router.get("/v1/forecasts/history", summary="Issued forecasts with the observations they were scored against",
+                operation_id="get_forecast_history", tags=["forecasts"], response_model=HistoryResponse,
+                responses=_errors(404, 422))
+    def forecast_history(model: Annotated[str | None, Query(description=MODEL_HELP)] = None,
+                         nodes: Annotated[str | None, Query(description=NODES_HELP)] = None,
+                         since: Annotated[str | None, Query(description="issues whose window ends at or after"
+                                                                        " this; " + SINCE_HELP)] = None,
+                         until: Annotated[str | None, Query(description="issues whose window ends at or before"
+                                                                        " this; " + SINCE_HELP)] = None,
+                         version: Annotated[str | None, Query(description="a model version (GET /v1/models);"
+                                                                          " default: the served one")] = None,
+                         limit: Annotated[int, Query(ge=1, le=100_000, description=LIMIT_HELP)] = 10000):
+        m = service.model(model)
+        ids, _ = _select(m, _parse_nodes(nodes, m.node_ids), None)
+        v = version or m.version
+        found = service.store.forecast_history(m.name, v, m.interval_s, ids, _parse_time(since, "since"),
+                                               _parse_time(until, "until"), limit + 1)
+        names = [f"{q:g}" for q in STORED_QUANTILES]
+
+        def num(x):
+            return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+        rows = [{"window_end": iso_utc(end), "issued_at": iso_utc(created), "step": int(step),
+                 "timestamp": iso_utc(target), "node_id": str(node), "mean": num(mean),
+                 "quantiles": {k: num(x) for k, x in zip(names, qv)},
+                 "observed": None if obs is None else float(obs)}
+                for end, created, step, node, target, mean, *qv, obs in found[:limit]]
+        return {"model": m.name, "version": v, "interval_minutes": m.meta["interval_minutes"], "forecasts": rows,
+                "count": len(rows), "truncated": len(found) > limit}
 
     return router
 
