@@ -18,10 +18,10 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
-    from stmgt.calibration import calibrate_run
     from stmgt.config import load_config
     from stmgt.evaluation.forecast import UNCALIBRATED_KEYS
     from stmgt.evaluation.run_evaluation import evaluate_run
+    from stmgt.forecaster import calibrate_run
     from stmgt.training.fit import fit
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,9 +36,9 @@ def main() -> None:
     if not (run / "model.safetensors").exists():
         fit(cfg, run)
     else:  # a run folder from another config or code state would be scored as if it were this one
-        from stmgt.run_folder import Run
+        from stmgt.forecaster import TrainedRun
 
-        have = Run(run).config().to_dict()
+        have = TrainedRun(run).config().to_dict()
         want = cfg.to_dict()
         for c in (have, want):
             c["data"].pop("source")

@@ -30,7 +30,7 @@ from stmgt.data.source import load_source
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.evaluation.forecast import baseline_metrics, forecast_split
 from stmgt.evaluation.metrics import MetricAccumulator
-from stmgt.run_folder import Run
+from stmgt.forecaster import TrainedRun
 from stmgt.training.fit import fit
 
 VARIANTS = {
@@ -94,7 +94,7 @@ def main() -> None:
         print(name, f"MAE avg {metrics['mae']['avg']:.3f} h12 {metrics['mae']['12']:.3f}", f"{secs:.0f}s", flush=True)
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=1))
-    data = Run(Path(a.runs) / a.variants[0]).data(panel)
+    data = TrainedRun(Path(a.runs) / a.variants[0]).data(panel)
     results["baselines"] = baseline_metrics(data, "test")
     results["setup"] = {**base, "rainy_fraction_of_steps": float(rainy.mean()), "protocol":
                         "70/10/20 chronological split, windows inside each split, 12 -> 12, train-only scaler, "

@@ -50,7 +50,7 @@ from stmgt.config import load_config
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
 from stmgt.models import build_model
-from stmgt.run_folder import data_info
+from stmgt.forecaster import data_info
 from stmgt.runtime import keep_freed_memory
 from stmgt.speed import matmul_peak_gflops
 from stmgt.training.loss import mixture_loss

@@ -63,15 +63,15 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
     argv = ["benchmark", "--models", "gru", "stid", "gru_wide", "--seeds", "1", "--config", str(cfg),
             "--out", str(tmp_path), "--name", "tiny"]
     assert main(argv) == 0
-    from stmgt.run_folder import Run
+    from stmgt.forecaster import TrainedRun
 
-    gru = Run(tmp_path / "runs" / "tiny" / "gru" / "seed0").config()
-    stid = Run(tmp_path / "runs" / "tiny" / "stid" / "seed0").config()
+    gru = TrainedRun(tmp_path / "runs" / "tiny" / "gru" / "seed0").config()
+    stid = TrainedRun(tmp_path / "runs" / "tiny" / "stid" / "seed0").config()
     assert (gru.train.lr, gru.model.dropout) == (0.0042, 0.05)
     assert (stid.train.lr, stid.model.dropout) == (0.001, 0.2)  # the shared defaults
     # the shared model section: each model takes the settings it has (GRU's layers are not STID's)
     assert (gru.model.hidden, gru.model.layers, stid.model.hidden) == (8, 1, 8) and not hasattr(stid.model, "layers")
-    wide = Run(tmp_path / "runs" / "tiny" / "gru_wide" / "seed0").config()
+    wide = TrainedRun(tmp_path / "runs" / "tiny" / "gru_wide" / "seed0").config()
     assert (wide.model.name, wide.model.hidden, wide.train.lr) == ("gru", 12, 0.001)
     assert main(argv[:2] + ["nonsense"] + argv[5:]) == 2  # neither a model nor a variant: one-line error
     cfg.write_text("model: {hiden: 8}\n")
@@ -137,7 +137,7 @@ def test_benchmark_trainings_are_labelled_with_their_place_in_the_run_and_quiet_
     (tmp_path / "lab.json").unlink()
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("[1/4] last_value/seed0: MAE avg ") and out[3].startswith("[4/4] historical_average/")
+    assert out[0].startswith("[1/4] last_value/seed0: test MAE avg ") and out[3].startswith("[4/4] historical_average/")
 
 
 @pytest.mark.slow

@@ -37,10 +37,10 @@ def test_run_folder_is_complete_and_reproducible(trained):
 
 def test_checkpoint_reload_predict_gives_identical_numbers(trained, capsys):
     from stmgt.data.panel import Panel
+    from stmgt.forecaster import TrainedRun
     from stmgt.predict import write_recent_observations
-    from stmgt.run_folder import Run
 
-    run = Run(trained / "run")
+    run = TrainedRun(trained / "run")
     panel = Panel.load(trained / "city")
     recent = write_recent_observations(run, panel, trained / "recent.csv")
     assert main(["predict", str(run.dir), "--input", str(recent), "--output", str(trained / "f1.csv")]) == 0

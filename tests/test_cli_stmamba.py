@@ -19,10 +19,10 @@ def test_train_predict_and_stream(tmp_path):
     assert main(["train", "--config", str(tmp_path / "c.yaml"), "--data", str(tmp_path / "city"),
                  "--history", "24", "--horizon", "6", "--out", str(tmp_path / "run")]) == 0
     from stmgt.data.panel import Panel
+    from stmgt.forecaster import TrainedRun
     from stmgt.predict import write_recent_observations
-    from stmgt.run_folder import Run
 
-    recent = write_recent_observations(Run(tmp_path / "run"), Panel.load(tmp_path / "city"), tmp_path / "r.csv")
+    recent = write_recent_observations(TrainedRun(tmp_path / "run"), Panel.load(tmp_path / "city"), tmp_path / "r.csv")
     assert main(["predict", str(tmp_path / "run"), "--input", str(recent), "--output", str(tmp_path / "a.csv")]) == 0
     assert main(["predict", str(tmp_path / "run"), "--input", str(recent), "--output", str(tmp_path / "b.csv"),
                  "--stream"]) == 0

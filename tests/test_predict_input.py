@@ -22,8 +22,8 @@ H, N = 12, 8
 def city(tmp_path_factory):
     """A trained tiny run and the last 12 steps of its data in the long input format."""
     from stmgt.data.panel import Panel
+    from stmgt.forecaster import TrainedRun
     from stmgt.predict import write_recent_observations
-    from stmgt.run_folder import Run
 
     d = tmp_path_factory.mktemp("predict_input")
     assert main(["data", "synth", "--out", str(d / "city"), "--nodes", str(N), "--days", "3"]) == 0
@@ -31,7 +31,7 @@ def city(tmp_path_factory):
     assert main(["train", "--config", str(d / "tiny.yaml"), "--model", "gru", "--data", str(d / "city"),
                  "--out", str(d / "run")]) == 0
     panel = Panel.load(d / "city")
-    recent = write_recent_observations(Run(d / "run"), panel, d / "recent.csv")
+    recent = write_recent_observations(TrainedRun(d / "run"), panel, d / "recent.csv")
     return d, pd.read_csv(recent, dtype={"node_id": str})
 
 

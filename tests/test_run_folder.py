@@ -2,9 +2,10 @@ import shutil
 
 import pytest
 
+from stmgt import run_folder
 from stmgt.cli import main
 from stmgt.errors import RunError
-from stmgt.run_folder import Run
+from stmgt.forecaster import TrainedRun as Run  # the folder plus the model rebuilt from it
 
 
 def test_run_finds_its_data_from_any_folder_and_says_when_it_is_gone(tmp_path, monkeypatch):
@@ -77,7 +78,7 @@ def test_existing_run_is_replaced_only_with_overwrite_and_only_once_the_new_run_
     def boom(self, model):
         raise OSError("disk full")
 
-    monkeypatch.setattr(Run, "save_weights", boom)
+    monkeypatch.setattr(run_folder.Run, "save_weights", boom)
     assert main(["train", "--model", "historical_average", "--data", str(tmp_path / "city"), "--out", str(run),
                  "--overwrite"]) == 2
     assert _err(capsys).strip() == "stmgt: error: disk full"  # the system's word, one line
@@ -164,8 +165,8 @@ def test_damaged_run_files_without_a_manifest_give_one_line_errors(tmp_path, tin
     from stmgt.config import load_config
     from stmgt.data.windows import PanelData
     from stmgt.errors import RunError
+    from stmgt.forecaster import data_info
     from stmgt.models import build_model
-    from stmgt.run_folder import data_info
 
     cfg = load_config(None, {"model.name": "gru", "model.hidden": 8})
     data = PanelData(tiny_panel, 12, 12)

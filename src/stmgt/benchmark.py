@@ -209,7 +209,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                        f" resuming from {last}", sys.stdout)
             run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result
                       resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
-            metrics, _ = forecast_split(run.model(), run.data(panel), split)
+            metrics, _ = forecast_split(run.forecaster(calibrated=False), run.data(panel), split)
         metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
         metrics["seconds"] = time.perf_counter() - t0  # this invocation's training and test evaluation
         metrics.setdefault("train_seconds", metrics["seconds"])  # trained runs: every invocation's training

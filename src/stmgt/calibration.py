@@ -5,7 +5,8 @@ mean (:meth:`GaussianMixture.scale_spread`: the mean, hence MAE, is unchanged). 
 chosen on the validation split to bring the empirical coverage of the central 80% and 90%
 intervals to nominal (the sum of the two absolute coverage errors is minimised over a
 log-spaced grid; the first, smallest factor wins a tie). Stored as ``calibration.json`` in the run folder
-and applied by ``stmgt evaluate`` and ``stmgt predict``.
+and applied by every forecast made from the run (:class:`~stmgt.forecaster.Forecaster`); fitted by
+:func:`~stmgt.forecaster.calibrate_run`.
 """
 
 from __future__ import annotations
@@ -48,12 +49,6 @@ def stored_calibrator(run_dir: str | Path):
     return spread_calibrator(factors)
 
 
-def apply_stored(run, dist: GaussianMixture) -> GaussianMixture:
-    """Apply the run's stored calibration to a data-unit forecast, if it has one."""
-    cal = run.calibrator()
-    return dist if cal is None else cal(dist)
-
-
 @torch.no_grad()
 def fit_spread_factors(dists: list[GaussianMixture], ys: list[torch.Tensor], masks: list[torch.Tensor],
                        grid=None) -> np.ndarray:
@@ -83,27 +78,16 @@ def fit_spread_factors(dists: list[GaussianMixture], ys: list[torch.Tensor], mas
     return factors
 
 
-def calibrate_run(run_dir: str | Path, progress: bool = True) -> dict:
-    """Fit spread factors on the run's validation split; write ``calibration.json``; return it."""
-    from stmgt.run_folder import Run
-
-    run = Run(run_dir)
-    data, model = run.data(), run.model()
-    loc, scale = data.scaler.target_loc, data.scaler.target_scale
-    dists, ys, ms = [], [], []
-    with torch.no_grad():
-        for batch in data.loader("val", shuffle=False, batch_size=64):
-            dists.append(model(batch, data.edge_index, data.edge_weight).affine(loc, scale))
-            ys.append(batch.y)
-            ms.append(batch.y_mask)
-    factors = fit_spread_factors(dists, ys, ms)
+def save_calibration(run_dir: str | Path, factors) -> dict:
+    """Write the per-step ``factors`` as the run's ``calibration.json`` (atomically: a reader sees the old file
+    or the new one, never half of one); return what was written."""
     out = {"method": "per-step spread factor fitted on validation coverage (80%, 90%)",
            "factors": [float(f) for f in factors]}
     path = Path(run_dir) / FILE
     tmp = path.with_name(f"{FILE}.tmp-{os.getpid()}")
     try:
         tmp.write_text(json.dumps(out, indent=1))
-        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return out

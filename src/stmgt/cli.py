@@ -377,7 +377,7 @@ def _cmd_predict(a) -> int:
 
 
 def _cmd_calibrate(a) -> int:
-    from stmgt.calibration import calibrate_run
+    from stmgt.forecaster import calibrate_run
 
     res = calibrate_run(a.run_dir)
     f = res["factors"]

@@ -43,8 +43,9 @@ import torch
 from stmgt.data import tables
 from stmgt.data.panel import Panel
 from stmgt.data.tables import id_column, numeric_column, parse_timestamps, row_location
-from stmgt.data.windows import Batch, PanelTensors
+from stmgt.distributions.mixture import GaussianMixture
 from stmgt.errors import ConfigError, DataError, StmgtWarning
+from stmgt.forecaster import TrainedRun, future_steps, window_batch
 from stmgt.run_folder import Run
 
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
@@ -322,50 +323,37 @@ def _window_covariates(w: _Window, pos: np.ndarray, cov_cols: list[np.ndarray]) 
     return out.astype(np.float32)
 
 
-def forecast_table(run: Run, panel: Panel, stream: bool = False, quantiles=QUANTILES) -> pd.DataFrame:
+def forecast_table(run: TrainedRun, panel: Panel, stream: bool = False, quantiles=QUANTILES) -> pd.DataFrame:
     """Forecast the ``horizon`` steps after the last step of ``panel`` (exactly ``history`` steps long).
 
     ``quantiles`` (exact, from the calibrated mixture) become columns ``q05`` (or ``q2.5`` when not a
     whole percent) after ``mean`` and ``std``.
     """
-    meta = run.meta()
-    T, H = meta["history"], meta["horizon"]
-    scaler, cov_scaler = run.scalers()
-    model = run.model()
-    # calendar and weather of the horizon are extrapolated: time of day from the clock, weather held
-    step = np.timedelta64(int(meta["interval_minutes"] * 60), "s")
-    future = panel.timestamps[-1] + step * np.arange(1, H + 1)
-    full_ts = np.concatenate([panel.timestamps, future.astype("datetime64[ns]")])
-    pad = np.zeros((H, panel.num_nodes, panel.num_channels), np.float32)
-    cov = None if panel.covariates is None else np.concatenate([panel.covariates,
-                                                                np.repeat(panel.covariates[-1:], H, 0)])
-    ext = Panel(values=np.concatenate([panel.values, pad]), mask=np.concatenate([panel.mask, pad.astype(bool)]),
-                timestamps=full_ts, edge_index=panel.edge_index, node_ids=panel.node_ids, covariates=cov,
-                covariate_names=panel.covariate_names, name=panel.name)
-    tensors = PanelTensors(ext, scaler, cov_scaler)
-    idx = torch.arange(T + H)
-    batch = Batch(x=tensors.x[None, :T], x_mask=tensors.x_mask[None, :T], y=tensors.y[None, T:],
-                  y_mask=tensors.x_mask[None, T:], tod=tensors.tod[None, idx], dow=tensors.dow[None, idx],
-                  weather=None if tensors.weather is None else tensors.weather[None, idx],
-                  start=torch.zeros(1, dtype=torch.long))
-    ei, ew = _graph(run, panel)
-    with torch.no_grad():
-        if stream:
-            if not hasattr(model, "stream_forecast"):
-                raise DataError(f"--stream needs a recurrent model (stmamba); this run is {model.name}")
-            dist = model.stream_forecast(batch, ei, ew)
-        else:
-            dist = model(batch, ei, ew)
-    dist = dist.affine(scaler.target_loc, scaler.target_scale)
-    from stmgt.calibration import apply_stored
+    return distribution_table(forecast_distribution(run, panel, stream), panel, run.meta()["interval_minutes"],
+                              quantiles)
 
-    dist = apply_stored(run, dist)
-    qs = dist.icdf(torch.tensor(tuple(quantiles)))[0].numpy()  # [H, N, Q]
-    mean, std = dist.mean[0].numpy(), dist.stddev[0].numpy()  # [H, N]
+
+def forecast_distribution(run: TrainedRun, panel: Panel, stream: bool = False) -> GaussianMixture:
+    """The calibrated forecast mixture ``[1, H, N]`` (data units) of the ``horizon`` steps after ``panel``."""
+    meta = run.meta()
+    scaler, cov_scaler = run.scalers()
+    batch = window_batch(panel, scaler, cov_scaler, meta["horizon"], meta["interval_minutes"])
+    with torch.no_grad():
+        return run.forecaster(graph=_graph(run, panel)).forecast(batch, stream=stream)
+
+
+def distribution_table(dist: GaussianMixture, panel: Panel, interval_minutes: float,
+                       quantiles=QUANTILES) -> pd.DataFrame:
+    """The rows of :func:`forecast_table` from the forecast mixture ``dist [1, H, N]`` of the steps after ``panel``."""
+    H = dist.mean.shape[1]
+    future = future_steps(panel, H, interval_minutes)
+    with torch.no_grad():
+        qs = dist.icdf(torch.tensor(tuple(quantiles)))[0].numpy()  # [H, N, Q]
+        mean, std = dist.mean[0].numpy(), dist.stddev[0].numpy()  # [H, N]
     N = panel.num_nodes
     out = pd.DataFrame({
         "issued_at": np.repeat(panel.timestamps[-1], H * N),
-        "timestamp": np.repeat(future.astype("datetime64[ns]"), N),
+        "timestamp": np.repeat(future, N),
         "step": np.repeat(np.arange(1, H + 1), N),
         "node_id": np.tile(panel.node_ids, H),
         "mean": mean.reshape(-1), "std": std.reshape(-1),
@@ -375,7 +363,7 @@ def forecast_table(run: Run, panel: Panel, stream: bool = False, quantiles=QUANT
     return out
 
 
-def _graph(run: Run, panel: Panel) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _graph(run: Run, panel: Panel) -> tuple[np.ndarray, np.ndarray | None]:
     """``(edge_index [2, E], edge_weight [E] or None)`` of a forecast: the panel's graph and weights
     (:func:`panel_from_frame` gives the run's ``graph.npz``); a panel without weights on the run's
     own edges takes the run's weights, as the model was trained with them."""
@@ -384,7 +372,7 @@ def _graph(run: Run, panel: Panel) -> tuple[torch.Tensor, torch.Tensor | None]:
         run_ei, run_ew = run.graph()
         if run_ew is not None and np.array_equal(np.asarray(run_ei), np.asarray(ei)):
             ew = run_ew
-    return torch.from_numpy(np.asarray(ei)), None if ew is None else torch.from_numpy(np.asarray(ew, np.float32))
+    return np.asarray(ei), None if ew is None else np.asarray(ew, np.float32)
 
 
 def quantile_column(q: float) -> str:
@@ -440,7 +428,7 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
                  warn: Callable[[str], None] | None = None) -> Path:
     """Read ``input_path``, forecast with the run in ``run_dir`` and write ``output_path``
     (see the module docstring for what is refused and the output formats)."""
-    run = Run(run_dir)
+    run = TrainedRun(run_dir)
     run.meta()  # a clear error for a missing run before reading the input
     check_output(output_path, input_path, run_dir)
     panel = recent_panel(run, input_path, min_coverage=min_coverage, allow_missing_nodes=allow_missing_nodes,

@@ -15,11 +15,15 @@ Layout::
       metrics.json, report.md, figures/   written by ``stmgt evaluate``
       calibration.json   written by ``stmgt calibrate``
 
+This module is the folder's files and their checks; rebuilding the model, its data and the forecaster
+from them is :class:`stmgt.forecaster.TrainedRun`.
+
 A run folder is written as a unit: :func:`~stmgt.training.fit.fit` trains into a sibling
 ``RUN_DIR.partial-<pid>`` and renames it into place once the weights, ``training.json`` and
 ``manifest.json`` are written, so a folder named ``RUN_DIR`` is always a finished run (a folder left
-as ``*.partial-*`` is a training that was killed). :meth:`Run.model` checks the files against
-``manifest.json``: weights, scalers or model settings changed after training are refused.
+as ``*.partial-*`` is a training that was killed). :meth:`Run.verify` (called before any model is loaded)
+checks the files against ``manifest.json``: weights, scalers or model settings changed after training are
+refused.
 
 Weights are read with ``safetensors`` and checkpoints with ``torch.load(weights_only=True)``:
 nothing in a run folder is unpickled.
@@ -37,10 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from stmgt.config import Config, load_config
-from stmgt.data.panel import Panel, day_classes
 from stmgt.data.windows import PanelData, Scaler
 from stmgt.errors import RunError
-from stmgt.models.base import DataInfo, ForecastModel
+from stmgt.models.base import ForecastModel
 from stmgt.paths import sha256_file
 
 
@@ -79,16 +82,11 @@ def steps_per_day(interval_minutes: float) -> int:
 
 
 def training_day_classes(data: PanelData) -> tuple[int, ...]:
-    """:func:`~stmgt.data.panel.day_classes` of the days in the training split."""
+    """:func:`~stmgt.data.panel.day_classes` of the days in the training split (recorded in ``data.json``)."""
+    from stmgt.data.panel import day_classes
+
     lo, hi = data.bounds["train"]
     return day_classes(data.panel.calendar()[1][lo:hi])
-
-
-def data_info(data: PanelData) -> DataInfo:
-    return DataInfo(num_nodes=data.num_nodes, in_channels=data.in_channels, weather_dim=data.weather_dim,
-                    history=data.history, horizon=data.horizon,
-                    steps_per_day=steps_per_day(data.panel.interval_minutes),
-                    day_classes=training_day_classes(data))
 
 
 MANIFEST = "manifest.json"
@@ -257,64 +255,6 @@ class Run:
             raise RunError(f"{p}: unreadable ({type(e).__name__}); retrain with"
                            f" `stmgt train --overwrite --out {self.dir}`") from None
 
-    def calibrator(self):
-        """The spread correction ``stmgt calibrate`` stored (a callable on data-unit forecasts), or None."""
-        from stmgt.calibration import stored_calibrator
-
-        return stored_calibrator(self.dir)
-
     def scalers(self) -> tuple[Scaler, Scaler | None]:
         m = self.meta()
         return Scaler(**m["scaler"]), (Scaler(**m["cov_scaler"]) if m["cov_scaler"] else None)
-
-    def info(self) -> DataInfo:
-        m = self.meta()
-        return DataInfo(num_nodes=len(m["node_ids"]), in_channels=m["in_channels"],
-                        weather_dim=len(m["covariate_names"]), history=m["history"], horizon=m["horizon"],
-                        steps_per_day=m["steps_per_day"],
-                        day_classes=tuple(m.get("day_classes", range(7))))  # runs before it: seven
-
-    def model(self) -> ForecastModel:
-        """The trained model (eval mode) with the weights chosen on validation; the files are first
-        checked against ``manifest.json`` (:meth:`verify`)."""
-        from safetensors.torch import load_file
-
-        from stmgt.models import build_model
-
-        weights = self._need("model.safetensors")
-        self.verify()
-        model = build_model(self.config().model, self.info())
-        retrain = f"retrain with `stmgt train --overwrite --out {self.dir}`"
-        try:
-            state = load_file(str(weights))
-        except Exception as e:  # safetensors raises its own SafetensorError (and OSError) for a damaged file
-            raise RunError(f"{weights}: damaged, not a readable safetensors file ({str(e).splitlines()[0][:120]});"
-                           f" {retrain}") from None
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # size mismatch
-            first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), "size mismatch")
-            raise RunError(f"{self.dir}: the weights do not fit the model config.yaml describes ({first[:200]});"
-                           f" was config.yaml edited after training? Put it back or {retrain}") from None
-        if unexpected or [k for k in missing if not k.endswith("_cache")]:
-            raise RunError(f"{self.dir}: the weights do not fit the configured model (missing {missing[:3]},"
-                           f" unexpected {unexpected[:3]}); was config.yaml edited after training?")
-        return model.eval()
-
-    def data(self, panel: Panel | None = None) -> PanelData:
-        """The training data again (re-read from its source), checked against the fingerprint."""
-        from stmgt.data.source import fingerprint, load_source
-
-        cfg = self.config()
-        src = cfg.data.source
-        if panel is None and src != "synthetic" and not Path(src).exists():
-            raise RunError(f"{self.dir}: the data this run was trained on, {src!r}, is not there (a relative path"
-                           f" is read from the current folder); put it back or set data.source in"
-                           f" {self.dir / 'config.yaml'}")
-        panel = panel if panel is not None else load_source(cfg.data)
-        m = self.meta()
-        if fingerprint(panel) != m["fingerprint"]:
-            raise RunError(f"{self.dir}: the data at {cfg.data.source!r} is not the data this run was trained on"
-                           " (fingerprint differs)")
-        data = PanelData(panel, cfg.data.history, cfg.data.horizon, cfg.data.split, cfg.train.batch_size)
-        return data

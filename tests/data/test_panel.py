@@ -101,8 +101,8 @@ def test_los_loop_style_split_gets_weekday_weekend_embeddings(tmp_path):
     from stmgt.config import model_config
     from stmgt.data.synthetic import synthetic_city
     from stmgt.data.windows import PanelData
+    from stmgt.forecaster import data_info
     from stmgt.models import build_model
-    from stmgt.run_folder import data_info
 
     panel = synthetic_city(num_nodes=4, days=7, seed=0, start="2012-03-01")  # a Thursday
     data = PanelData(panel, 12, 12, (0.7, 0.1, 0.2), 8)

@@ -3,8 +3,8 @@ import torch
 from stmgt.config import model_config
 from stmgt.data.windows import PanelData
 from stmgt.evaluation.forecast import UNCALIBRATED_KEYS, forecast_split
+from stmgt.forecaster import data_info
 from stmgt.models import build_model
-from stmgt.run_folder import data_info
 
 
 def test_calibrated_and_uncalibrated_scores_come_from_one_pass(tiny_panel):

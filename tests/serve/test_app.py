@@ -204,10 +204,10 @@ def test_forecast_refusals(make, rows):
 
 def test_forecast_equals_stmgt_predict_on_the_same_window(make, served, panel, rows, tmp_path):
     from stmgt.cli import main
+    from stmgt.forecaster import TrainedRun
     from stmgt.predict import write_recent_observations
-    from stmgt.run_folder import Run
 
-    recent = write_recent_observations(Run(served["gru"]), panel, tmp_path / "recent.csv")
+    recent = write_recent_observations(TrainedRun(served["gru"]), panel, tmp_path / "recent.csv")
     assert main(["predict", str(served["gru"]), "--input", str(recent), "--output", str(tmp_path / "f.parquet")]) == 0
     ref = pd.read_parquet(tmp_path / "f.parquet")
 

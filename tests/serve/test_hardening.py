@@ -294,7 +294,7 @@ def test_readyz_and_metrics_report_failing_forecasts(make, rows, monkeypatch):
     def broken(*a, **k):
         raise DataError("store: something the window cannot give")
 
-    monkeypatch.setattr(m, "forecast_frame", broken)
+    monkeypatch.setattr(m, "_distribution", broken)
     assert c.get("/v1/forecast").status_code == 409
     r = c.get("/readyz")
     assert r.status_code == 503 and r.json()["ready"] is False
@@ -379,9 +379,9 @@ def test_a_store_that_stops_writing_answers_503_in_one_line(make, rows):
 
 def test_predict_refuses_a_boolean_value_column(served, tmp_path, capsys):
     from stmgt.cli import main
-    from stmgt.run_folder import Run
+    from stmgt.forecaster import TrainedRun
 
-    meta = Run(served["gru"]).meta()
+    meta = TrainedRun(served["gru"]).meta()
     times = pd.date_range("2024-01-03", periods=12, freq="5min")
     df = pd.DataFrame([{"timestamp": t, "node_id": n, "value": True} for t in times for n in meta["node_ids"]])
     for name in meta["covariate_names"]:

@@ -40,7 +40,7 @@ def test_without_ema_the_trained_weights_are_evaluated():
 @pytest.mark.slow
 def test_a_run_with_ema_keeps_the_averaged_weights_that_validation_scored(tmp_path):
     from stmgt.config import load_config
-    from stmgt.run_folder import Run
+    from stmgt.forecaster import TrainedRun
     from stmgt.training.fit import fit
 
     cfg = load_config(None, {"data.synthetic.nodes": 5, "data.synthetic.days": 2, "model.hidden": 8, "model.heads": 2,
@@ -48,7 +48,7 @@ def test_a_run_with_ema_keeps_the_averaged_weights_that_validation_scored(tmp_pa
                              "train.max_epochs": 2, "train.ema": 0.9, "train.num_threads": 1})
     fit(cfg, tmp_path / "run")
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
-    kept = Run(tmp_path / "run").model().state_dict()
+    kept = TrainedRun(tmp_path / "run").model().state_dict()
     for k, v in kept.items():
         torch.testing.assert_close(v, ckpt["ema." + k])
     assert any(not torch.equal(ckpt["ema." + k], ckpt["model." + k]) for k in kept)

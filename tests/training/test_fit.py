@@ -59,13 +59,13 @@ def test_training_json_records_epochs_best_epoch_and_why_training_stopped(tmp_pa
     import csv
 
     from stmgt.config import load_config
-    from stmgt.run_folder import Run
+    from stmgt.forecaster import TrainedRun
     from stmgt.training.fit import fit
 
     small = {"data.synthetic.nodes": 5, "data.synthetic.days": 2, "model.hidden": 8, "model.heads": 2,
              "model.blocks": 1, "train.progress": False, "train.batch_size": 64}
     fit(load_config(None, {**small, "train.max_epochs": 3}), tmp_path / "a")
-    info = Run(tmp_path / "a").training()
+    info = TrainedRun(tmp_path / "a").training()
     rows = list(csv.DictReader((tmp_path / "a" / "history.csv").open()))
     vals = [float(r["val_mae"]) for r in rows]
     assert info["epochs"] == len(rows) == 3 and info["stop_reason"] == "max_epochs"
@@ -76,7 +76,7 @@ def test_training_json_records_epochs_best_epoch_and_why_training_stopped(tmp_pa
 
     # patience 1 on a learning rate too small to improve anything: early stop after two epochs
     fit(load_config(None, {**small, "train.max_epochs": 20, "train.patience": 1, "train.lr": 1e-12}), tmp_path / "b")
-    info = Run(tmp_path / "b").training()
+    info = TrainedRun(tmp_path / "b").training()
     assert info["stop_reason"] == "early_stop" and info["epochs"] < 20
 
 
@@ -157,7 +157,7 @@ def test_resume_continues_its_own_run_and_drops_files_of_the_old_weights(gru_run
     import pandas as pd
 
     from stmgt.cli import main
-    from stmgt.run_folder import Run
+    from stmgt.forecaster import TrainedRun
 
     run = gru_run / "cont"
     shutil.copytree(gru_run / "run", run)
@@ -165,9 +165,9 @@ def test_resume_continues_its_own_run_and_drops_files_of_the_old_weights(gru_run
     # no --out, no --config: the run folder holding the checkpoint and its own config.yaml
     assert main(["train", "--resume", str(run / "checkpoints" / "last.ckpt"), "--max-epochs", "2"]) == 0
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
-    assert Run(run).training()["epochs"] == 2 and not (run / "calibration.json").exists()
-    assert Run(run).config().model.hidden == 8
-    Run(run).model()
+    assert TrainedRun(run).training()["epochs"] == 2 and not (run / "calibration.json").exists()
+    assert TrainedRun(run).config().model.hidden == 8
+    TrainedRun(run).model()
 
 
 def test_resumed_checkpoint_keeps_the_best_so_far_of_the_run_it_continues(tmp_path):
@@ -203,7 +203,7 @@ def test_resumed_checkpoint_keeps_the_best_so_far_of_the_run_it_continues(tmp_pa
 @pytest.mark.slow
 def test_a_non_finite_training_loss_stops_training_and_writes_nothing(gru_run):
     from stmgt.errors import RunError
-    from stmgt.run_folder import Run
+    from stmgt.forecaster import TrainedRun
     from stmgt.training.fit import fit
 
     run = gru_run / "run"
@@ -217,7 +217,7 @@ def test_a_non_finite_training_loss_stops_training_and_writes_nothing(gru_run):
         assert "\n" not in str(e.value)
     assert not (gru_run / "fresh").exists() and _snapshot(run) == before
     assert [p.name for p in gru_run.iterdir() if ".partial-" in p.name] == []
-    Run(run).model()
+    TrainedRun(run).model()
 
 
 def test_a_validation_split_without_observed_values_is_a_data_error(tiny_panel, tmp_path):

@@ -12,9 +12,9 @@ from stmgt.config import model_config
 from stmgt.data.windows import PanelData
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.evaluation.metrics import MetricAccumulator
+from stmgt.forecaster import Forecaster, data_info
 from stmgt.models import build_model
 from stmgt.models.base import ForecastModel
-from stmgt.run_folder import data_info
 
 REFERENCE_BASELINES = ("last_value", "historical_average")
 #: Scores reported before calibration beside the calibrated ones.
@@ -34,27 +34,29 @@ class Forecasts:
 
 
 @torch.no_grad()
-def forecast_split(model: ForecastModel, data: PanelData, split: str = "test", calibration=None,
+def forecast_split(model: ForecastModel | Forecaster, data: PanelData, split: str = "test", calibration=None,
                    keep: bool = False, progress: bool = False, batch_size: int = 64):
     """Run ``model`` over every window of ``split``; returns ``(metrics dict, Forecasts or None)``.
 
-    ``calibration`` (a callable ``(dist, batch) -> dist``) is applied to the data-unit forecast; the
-    metrics and the kept forecasts are then the calibrated ones, and ``metrics["uncalibrated"]``
-    holds the probabilistic scores before calibration, from the same pass over the data.
+    ``model`` is a :class:`~stmgt.forecaster.Forecaster` (its calibration, if any, is applied) or a bare
+    model (on ``data``'s scaler and graph). ``calibration`` (``(dist, batch) -> dist`` on data units) replaces
+    the forecaster's. With a calibration the metrics and the kept forecasts are the calibrated ones, and
+    ``metrics["uncalibrated"]`` holds the probabilistic scores before calibration, from the same pass.
     """
-    model.eval()
+    f = model if isinstance(model, Forecaster) else Forecaster.for_data(model, data)
+    if calibration is not None:
+        f = Forecaster(f.model, f.loc, f.scale, f.edge_index, f.edge_weight, calibration)
+    f.model.eval()
     acc = MetricAccumulator(data.horizon)
-    raw = MetricAccumulator(data.horizon) if calibration is not None else None
-    loc, scale = data.scaler.target_loc, data.scaler.target_scale
-    ei, ew = data.edge_index, data.edge_weight
+    raw = MetricAccumulator(data.horizon) if f.calibrated else None
     parts: dict[str, list] = {k: [] for k in ("starts", "y", "mask", "mean", "lo80", "hi80")}
     loader = data.loader(split, shuffle=False, batch_size=batch_size)
-    for batch in tqdm(loader, desc=f"{getattr(model, 'name', 'model')} on {split}", disable=not progress,
+    for batch in tqdm(loader, desc=f"{getattr(f.model, 'name', 'model')} on {split}", disable=not progress,
                       leave=False):
-        dist: GaussianMixture = model(batch, ei, ew).affine(loc, scale)
-        if calibration is not None:
+        dist: GaussianMixture = f.uncalibrated(batch)
+        if raw is not None:
             raw.update(dist, batch.y, batch.y_mask)
-            dist = calibration(dist, batch)
+            dist = f.calibrate(dist, batch)
         acc.update(dist, batch.y, batch.y_mask)
         if keep:
             lo, hi = dist.interval(0.8)

@@ -10,10 +10,10 @@ import numpy as np
 
 from stmgt.data.panel import Panel
 from stmgt.evaluation.forecast import baseline_metrics, forecast_split
-from stmgt.run_folder import Run
+from stmgt.forecaster import TrainedRun
 
 
-def _history(run: Run) -> list[dict]:
+def _history(run: TrainedRun) -> list[dict]:
     p = run.dir / "history.csv"
     if not p.is_file():
         return []
@@ -27,7 +27,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", plots: bool = True, p
     """Evaluate the run's model and the reference baselines on ``split``; write ``metrics.json``,
     ``report.md`` and ``figures/``. Returns the metrics dict (the model's metrics at the top level,
     the baselines under ``"baselines"``)."""
-    run = Run(run_dir)
+    run = TrainedRun(run_dir)
     cfg = run.config()
     data = run.data(panel)
     model = run.model()
@@ -51,7 +51,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", plots: bool = True, p
     return res
 
 
-def _figures(run: Run, data, res: dict, fc, model) -> dict:
+def _figures(run: TrainedRun, data, res: dict, fc, model) -> dict:
     from stmgt.evaluation import plots
 
     fig = run.dir / "figures"

@@ -337,6 +337,8 @@ class ForecastResponse(_Answer):
     issued_at: Time = Field(description="the server's clock when the forecast was computed")
     compute_ms: float
     cached: bool
+    pending: bool = Field(False, description="true while a newer window (a new step, or a late row inside this one)"
+                          " awaits the background issuer: this is the newest forecast it has finished")
     units: str
     interval_minutes: float
     calibrated: bool
@@ -643,23 +645,43 @@ class Service:
             self.issue_all()
 
     def issue_all(self) -> int:
-        """Compute (or take from the cache) every model's forecast from the store; the number issued."""
+        """Compute (or take from memory) every model's forecast of the store's current window, then refresh
+        its live scores; the number of models with a forecast. The issuer's work: reads never compute while
+        it runs."""
         n = 0
         for m in self.models.values():
             try:
-                r = self.forecast(m)
-                self.metrics.forecast(m.name, r["compute_ms"] / 1000, r["cached"])
+                r = self.forecast(m, compute=True)
+                if not r["cached"]:
+                    self.metrics.forecast(m.name, r["compute_ms"] / 1000, False)
                 n += 1
             except NotEnoughHistory:
                 pass
             except Exception:  # keep issuing for the other models; the error is logged
                 log.exception("forecast of %s failed", m.name)
+            try:
+                self.scorer.scores(m, refresh=True)
+            except Exception:
+                log.exception("scores of %s failed", m.name)
         return n
 
-    def forecast(self, m: ServedModel, quantiles=QUANTILES) -> dict:
-        """``m``'s forecast from the store, its outcome kept for ``/readyz`` and counted in ``/metrics``."""
+    def scores(self, m: ServedModel) -> dict:
+        """``m``'s live scores: the kept ones while the issuer runs (it refreshes them), else recomputed when
+        the store has changed."""
+        return self.scorer.scores(m, stale_ok=self.issuing)
+
+    @property
+    def issuing(self) -> bool:
+        """Whether the background issuer runs (then reads answer from memory and never compute)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def forecast(self, m: ServedModel, quantiles=QUANTILES, compute: bool | None = None) -> dict:
+        """``m``'s forecast of the store's current window, its outcome kept for ``/readyz`` and counted in
+        ``/metrics``. ``compute`` (default: only without the issuer) lets this call run the model; a read
+        answered with a forecast that is not the current window's wakes the issuer."""
+        compute = not self.issuing if compute is None else compute
         try:
-            r = m.forecast_from_store(self.store, quantiles)
+            r = m.forecast_from_store(self.store, quantiles, compute=compute)
         except ForecastFailed as e:
             self._failed(m, str(e))
             raise
@@ -672,7 +694,10 @@ class Service:
         except Exception as e:
             self._failed(m, f"{type(e).__name__}: {e}")
             raise
-        self.forecast_state[m.name] = "ok"
+        if r["pending"]:
+            self.notify()
+        else:
+            self.forecast_state[m.name] = "ok"
         return r
 
     def _failed(self, m: ServedModel, why: str) -> None:
@@ -789,7 +814,7 @@ def forecast_body(model: ServedModel, res: dict, quantiles, nodes=None, steps=No
         del r["last_observed"]
     return {"model": model.name, "version": model.version, "window_end": iso_utc(res["window_end"]),
             "issued_at": iso_utc(res["issued_at"]), "compute_ms": round(res["compute_ms"], 3),
-            "cached": res["cached"], "units": model.meta.get("units", ""),
+            "cached": res["cached"], "pending": bool(res.get("pending", False)), "units": model.meta.get("units", ""),
             "interval_minutes": model.meta["interval_minutes"], "calibrated": model.calibrated,
             "quantiles": [float(q) for q in quantiles], "roads": roads, "forecasts": rows}
 
@@ -1134,7 +1159,7 @@ def _gauges(service: Service) -> list[tuple]:
                st.size_bytes()),
               ("stmgt_store_latest_timestamp_seconds", "gauge", "Newest observation time (data clock).", {},
                st.latest() if st.latest() is not None else math.nan)]
-    scores = [service.scorer.scores(m) for m in service.models.values()]
+    scores = [service.scores(m) for m in service.models.values()]
     for name, key, help_ in (("stmgt_score_mae", "mae", "Live MAE of the median per horizon step."),
                              ("stmgt_score_coverage80", "coverage80", "Live coverage of the 80% interval."),
                              ("stmgt_score_coverage90", "coverage90", "Live coverage of the 90% interval."),
@@ -1300,7 +1325,8 @@ def _forecast_router(service: Service) -> APIRouter:
         except NotEnoughHistory as e:
             raise ApiError(409, str(e)) from None
         service.metrics.forecast(m.name, res["compute_ms"] / 1000, res["cached"])
-        key = (m.name, res["window_end"], res["issued_at"], res["cached"], tuple(qs), tuple(sel_nodes or ()),
+        key = (m.name, res["window_end"], res["revision"], res["cached"], res["pending"], tuple(qs),
+               tuple(sel_nodes or ()),
                tuple(sel_steps or ()), fmt, geometry)
 
         def encode() -> bytes:
@@ -1334,7 +1360,7 @@ def _forecast_router(service: Service) -> APIRouter:
     def scores(model: Annotated[str | None, Query(description="a served model's name; default: every model")]
                = None):
         ms = [service.model(model)] if model else list(service.models.values())
-        return {"scores": [service.scorer.scores(m) for m in ms]}
+        return {"scores": [service.scores(m) for m in ms]}
 
     @router.get("/v1/forecasts/history", summary="Issued forecasts with the observations they were scored against",
                 operation_id="get_forecast_history", tags=["forecasts"], response_model=HistoryResponse,

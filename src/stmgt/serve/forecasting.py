@@ -5,9 +5,13 @@ Both build the input panel with :func:`stmgt.predict.panel_from_frame` and forec
 service and the command line give the same numbers for the same window.
 
 A :class:`ServedModel` is a run folder loaded once (weights, scalers, graph, calibration). Its
-forecast from the store is cached per (window end, store revision of the window, quantiles):
-a repeated request is answered from memory, and a late row inside the window makes the next
-request recompute.
+forecast from the store is computed **once per window** (the ``history`` steps ending at the newest
+step a quarter of the roads have reached) and kept in memory with its mixture, so that any set of
+quantiles is answered without running the model again. With the service's background issuer
+running, reads never compute: they answer the newest forecast the issuer has finished (``pending``
+says when a newer window, or a late row inside the current one, awaits it), and a late row
+triggers one recomputation, not one per request. Without an issuer (``auto_forecast`` off), the
+first read of a window computes it, once, while concurrent readers of that window wait for it.
 """
 
 from __future__ import annotations
@@ -20,9 +24,16 @@ from pathlib import Path
 import pandas as pd
 
 from stmgt.errors import DataError, RunError, StmgtError
+from stmgt.forecaster import TrainedRun
 from stmgt.paths import sha256_file
-from stmgt.predict import MIN_COVERAGE, QUANTILES, forecast_table, panel_from_frame
-from stmgt.run_folder import Run
+from stmgt.predict import (
+    MIN_COVERAGE,
+    QUANTILES,
+    distribution_table,
+    forecast_distribution,
+    panel_from_frame,
+    quantile_column,
+)
 from stmgt.serve.store import STORED_QUANTILES, Store, from_seconds, to_seconds
 from stmgt.serve.trust import road_status
 
@@ -35,8 +46,8 @@ class ForecastFailed(NotEnoughHistory):
     """The store holds a window, but no forecast can be made from it (HTTP 409; ``/readyz`` not ready)."""
 
 
-class CachedRun(Run):
-    """A :class:`~stmgt.run_folder.Run` whose model, metadata, scalers, graph and calibration are read once
+class CachedRun(TrainedRun):
+    """A :class:`~stmgt.forecaster.TrainedRun` whose model, metadata, scalers, graph and calibration are read once
     (a served run is fixed: retrain or recalibrate, then restart the service)."""
 
     def __init__(self, directory):
@@ -93,9 +104,13 @@ class ServedModel:
         self.interval_s = int(round(self.meta["interval_minutes"] * 60))
         self.covariates = list(self.meta["covariate_names"])
         self.calibrated = self.run.calibrator() is not None
-        self._lock = threading.RLock()  # one forecast at a time per model
+        self._lock = threading.RLock()  # one model computation at a time per model
+        self._compute_lock = threading.Lock()  # one computation of the store's window at a time
         self._cache_lock = threading.Lock()
-        self._cache: OrderedDict = OrderedDict()
+        self._entries: OrderedDict = OrderedDict()  # window end -> kept forecast (the last few windows)
+        self._newest: dict | None = None  # the kept forecast of the newest window
+        #: the quantiles every kept forecast holds: the API's default and those stored for live scoring
+        self.kept_quantiles = tuple(sorted(set(QUANTILES) | set(STORED_QUANTILES)))
         self._latest_memo = None  # (store revision, store, window_latest)
         self.warm_up()  # load now (weights, lazily compiled kernels): /readyz means ready to forecast
 
@@ -121,7 +136,13 @@ class ServedModel:
     # ------------------------------------------------------------------ forecasting
     def forecast_frame(self, df: pd.DataFrame, source: str, quantiles,
                        min_coverage: float = MIN_COVERAGE) -> tuple[pd.DataFrame, float]:
-        """``forecast_table`` of the panel built from long-format rows; (table, compute milliseconds).
+        """``forecast_table`` of the panel built from long-format rows; (table, compute milliseconds)."""
+        dist, panel, ms = self._distribution(df, source, min_coverage)
+        return distribution_table(dist, panel, self.meta["interval_minutes"], quantiles), ms
+
+    def _distribution(self, df: pd.DataFrame, source: str, min_coverage: float = MIN_COVERAGE):
+        """The calibrated forecast mixture ``[1, H, N]`` of the window in long-format rows; (mixture, panel,
+        compute milliseconds).
 
         A live service forecasts long after its training data end and keeps forecasting roads whose sensor
         is silent (``allow_gap``, ``allow_missing_nodes`` of :func:`~stmgt.predict.panel_from_frame`); a
@@ -131,40 +152,77 @@ class ServedModel:
         with self._lock:  # one forecast at a time per model keeps the service CPU-light
             panel = panel_from_frame(self.run, df, source, min_coverage=min_coverage, allow_missing_nodes=True,
                                      allow_gap=True, warn=lambda message: None)
-            table = forecast_table(self.run, panel, quantiles=quantiles)
-        return table, (time.perf_counter() - t0) * 1000
+            dist = forecast_distribution(self.run, panel)
+        return dist, panel, (time.perf_counter() - t0) * 1000
 
     def window_bounds(self, latest: int) -> tuple[int, int]:
         """``(first bin start, last bin start)`` of the history window ending at ``latest``'s bin."""
         end = latest - latest % self.interval_s
         return end - (self.history - 1) * self.interval_s, end
 
-    def forecast_from_store(self, store: Store, quantiles=QUANTILES) -> dict:
-        """The forecast from the latest ``history`` steps in the store (cached), stored for live scoring.
+    def forecast_from_store(self, store: Store, quantiles=QUANTILES, compute: bool = True) -> dict:
+        """The forecast of the store's current window, computed once per window and stored for live scoring.
 
-        Returns a dict with ``table`` (the :func:`forecast_table` rows), ``window_end``,
-        ``issued_at`` (wall clock, when computed), ``compute_ms`` and ``cached``.
+        ``compute=False`` (reads while the background issuer runs) never runs the model when a forecast is
+        in memory: it answers the newest one, with ``pending`` True when the current window (a new step, or
+        a late row inside it) awaits the issuer. Returns a dict with ``table`` (the
+        :func:`~stmgt.predict.forecast_table` rows with ``quantiles``), ``window_end``, ``issued_at`` (UTC wall
+        clock, when computed, whole seconds), ``compute_ms``, ``cached``, ``pending``, ``roads`` and ``revision``
+        (the store revision the forecast was computed from: two forecasts of one window differ in it).
         """
-        qs = tuple(sorted(set(float(q) for q in quantiles) | set(STORED_QUANTILES)))
+        qs = tuple(float(q) for q in quantiles)
         latest = self.window_latest(store)
         if latest is None:
             raise NotEnoughHistory(f"the store holds no observations of model {self.name}'s nodes yet;"
                                    " POST /v1/observations first")
         lo, end = self.window_bounds(latest)
-        key = (end, qs)
-        hit = self._cached(key, store, lo)
-        if hit is not None:
-            return hit
-        with self._lock:
-            hit = self._cached(key, store, lo)  # computed by another request meanwhile
-            if hit is not None:
-                return hit
-            return self._compute(key, store, lo, end, qs)
+        entry = self._current(store, lo, end)
+        if entry is not None:
+            return self._answer(entry, qs, cached=True, pending=False)
+        if not compute:
+            with self._cache_lock:
+                newest = self._newest
+            if newest is not None:
+                return self._answer(newest, qs, cached=True, pending=True)
+        with self._compute_lock:  # one computation per window: concurrent readers wait for it, then read it
+            entry = self._current(store, lo, end)
+            if entry is not None:
+                return self._answer(entry, qs, cached=True, pending=False)
+            return self._answer(self._compute(store, lo, end), qs, cached=False, pending=False)
+
+    def _current(self, store: Store, lo: int, end: int) -> dict | None:
+        """The kept forecast of the window ``[lo, end]`` if no row has been written into it since, else None."""
+        with self._cache_lock:
+            entry = self._entries.get(end)
+        if entry is None or store.written_since(entry["seq"], lo):
+            return None
+        return entry
+
+    def _answer(self, entry: dict, qs: tuple, cached: bool, pending: bool) -> dict:
+        """What a reader gets from a kept forecast: its table with the quantiles ``qs`` (a set not kept yet is
+        computed from the kept mixture, not from the model)."""
+        with self._cache_lock:
+            table = entry["tables"].get(qs)
+        if table is None:
+            base = entry["tables"][self.kept_quantiles]
+            extra = [q for q in qs if q not in self.kept_quantiles]
+            table = base.drop(columns=[quantile_column(q) for q in self.kept_quantiles if q not in qs])
+            if extra:
+                more = distribution_table(entry["dist"], entry["panel"], self.meta["interval_minutes"], extra)
+                for q in extra:
+                    table[quantile_column(q)] = more[quantile_column(q)].to_numpy()
+            table = table[[*table.columns[:6], *[quantile_column(q) for q in qs]]]
+            with self._cache_lock:
+                if len(entry["tables"]) < 16:
+                    entry["tables"][qs] = table
+        return {"table": table, "window_end": entry["window_end"], "issued_at": entry["issued_at"],
+                "compute_ms": entry["compute_ms"], "roads": entry["roads"], "cached": cached, "pending": pending,
+                "revision": entry["seq"]}
 
     def window_latest(self, store: Store) -> int | None:
         """Where the window ends: the newest time that at least a quarter of the roads have reached (so that one
         road stamped ahead of the others, a wrong clock, does not move the whole city's window into an empty
-        future). Recomputed once per store revision."""
+        future). Recomputed once per store revision, from the store's in-memory per-road latest times."""
         seq = store.seq
         memo = self._latest_memo
         if memo is not None and memo[0] == seq and memo[1] is store:
@@ -175,15 +233,7 @@ class ServedModel:
         self._latest_memo = (seq, store, latest)
         return latest
 
-    def _cached(self, key, store: Store, lo: int) -> dict | None:
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is None or store.written_since(hit["seq"], lo):
-                return None
-            self._cache.move_to_end(key)
-            return {**hit, "cached": True}
-
-    def _compute(self, key, store: Store, lo: int, end: int, qs) -> dict:
+    def _compute(self, store: Store, lo: int, end: int) -> dict:
         seq = store.seq
         earliest = store.earliest()
         if earliest is None or earliest > lo:
@@ -194,19 +244,24 @@ class ServedModel:
                 f" send observations from {from_seconds(lo)} on")
         df = store.window_frame(self.node_ids, lo, end + self.interval_s, self.covariates)
         try:
-            table, ms = self.forecast_frame(df, "store", qs)
+            dist, panel, ms = self._distribution(df, "store")
         except DataError as e:
             raise ForecastFailed(str(e).replace("store: ", "the store: ", 1)) from None
+        table = distribution_table(dist, panel, self.meta["interval_minutes"], self.kept_quantiles)
         last = store.last_observed(self.node_ids, min(lo, end - 86400), end + self.interval_s)
         flagged = store.flagged_in(self.node_ids, lo, end + self.interval_s)
-        entry = {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                 "compute_ms": ms, "seq": seq, "roads": self.roads(df, lo, end, last, flagged)}
+        entry = {"tables": {self.kept_quantiles: table}, "dist": dist, "panel": panel, "window_end": end,
+                 "issued_at": pd.Timestamp.now("UTC").floor("s").tz_localize(None), "compute_ms": ms, "seq": seq,
+                 "roads": self.roads(df, lo, end, last, flagged)}
         store.save_forecast(self.name, self.version, end, table, ms)
         with self._cache_lock:
-            self._cache[key] = entry
-            while len(self._cache) > 16:
-                self._cache.popitem(last=False)
-        return {**entry, "cached": False}
+            self._entries[end] = entry
+            self._entries.move_to_end(end)
+            while len(self._entries) > 4:
+                self._entries.popitem(last=False)
+            if self._newest is None or end >= self._newest["window_end"]:
+                self._newest = entry
+        return entry
 
     def forecast_window(self, rows: pd.DataFrame, quantiles=QUANTILES) -> dict:
         """The forecast from an explicit window of long-format rows (not stored, not cached)."""
@@ -218,8 +273,8 @@ class ServedModel:
         df = pd.DataFrame({"ts": secs, "node_id": rows["node_id"].astype(str).to_numpy()})
         last = df[df["ts"] < end + self.interval_s].groupby("node_id")["ts"].max().to_dict()
         df = df.assign(timestamp=pd.to_datetime(df["ts"], unit="s"))
-        return {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").tz_localize(None),
-                "compute_ms": ms, "cached": False, "roads": self.roads(df, lo, end, last, {})}
+        return {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").floor("s").tz_localize(None),
+                "compute_ms": ms, "cached": False, "pending": False, "roads": self.roads(df, lo, end, last, {})}
 
     def roads(self, df: pd.DataFrame, lo: int, end: int, last: dict, flagged: dict) -> list[dict]:
         """Per road of the window ``[lo, end]``: the fraction of its steps observed, its newest reading (seconds),

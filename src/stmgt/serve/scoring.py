@@ -10,8 +10,11 @@ of the forecast window, see :meth:`~stmgt.serve.forecasting.ServedModel.window_l
   intervals (``q10..q90`` / ``q05..q95``) — near 0.8 / 0.9 when the forecasts are calibrated;
 * ``n``: the number of (forecast, observation) pairs scored.
 
-Late rows are scored when they come (scores are computed from the store when asked, and
-cached until the next ingest or issued forecast).
+Late rows are scored when they come. Scores are computed from the store and kept per model
+version with the store revision they saw; the service's background issuer refreshes them after each
+forecast it issues, and reads answer the kept ones (``as_of_revision`` in the kept dict), so a read
+never runs the scoring query while the issuer runs. Without an issuer a read recomputes when the
+store has changed since.
 """
 
 from __future__ import annotations
@@ -28,15 +31,18 @@ class Scorer:
         self.store = store
         self.window_s = int(window_hours * 3600)
         self._lock = threading.Lock()
-        self._cache: dict[tuple, dict] = {}
+        self._cache: dict[tuple, tuple] = {}  # (model, version) -> ((store seq, forecast seq), scores)
 
-    def scores(self, model) -> dict:
-        """Scores of one :class:`~stmgt.serve.forecasting.ServedModel` (see the module docstring)."""
+    def scores(self, model, refresh: bool = False, stale_ok: bool = False) -> dict:
+        """Scores of one :class:`~stmgt.serve.forecasting.ServedModel` (see the module docstring).
+
+        ``refresh``: recompute if the store changed since the kept scores; ``stale_ok``: answer the kept
+        scores whatever changed since (a read while the issuer runs); neither: recompute if changed."""
         key = (model.name, model.version, self.store.seq, self.store.forecast_seq)
         with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+            kept = self._cache.get(key[:2])
+        if kept is not None and (kept[0] == key[2:] or (stale_ok and not refresh)):
+            return kept[1]
         # the model's window end, not the newest row: one row stamped ahead would move the window past the city
         latest = model.window_latest(self.store) if hasattr(model, "window_latest") else self.store.latest()
         steps = []
@@ -56,6 +62,5 @@ class Scorer:
                "n": n, "mae": pooled("mae"), "coverage80": pooled("coverage80"), "coverage90": pooled("coverage90"),
                "steps": steps}
         with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if k[2:] == key[2:]}
-            self._cache[key] = out
+            self._cache[key[:2]] = (key[2:], out)
         return out

@@ -420,6 +420,14 @@ class Store:
         self.rows_flagged = 0
         self.rows_pruned = 0
         self._latest = self._one("SELECT MAX(ts) FROM obs WHERE flag = 0")
+        self._node_latest = self._read_node_latest()  # node -> newest unflagged time, kept in memory
+
+    def _read_node_latest(self, nodes: list[str] | None = None) -> dict[str, int]:
+        """Per node (all, or ``nodes``), its newest unflagged observation time, from the database."""
+        where = "" if nodes is None else f" AND node IN ({_marks(nodes)})"
+        rows = self.backend.query(f"SELECT node, MAX(ts) FROM obs WHERE flag = 0{where} GROUP BY node",
+                                  tuple(nodes or ()))
+        return {str(n): int(t) for n, t in rows if t is not None}
 
     def close(self) -> None:
         """Close the connections and release the store's lock."""
@@ -447,7 +455,15 @@ class Store:
             self._write([(UPSERT_OBS, obs), (UPSERT_COV, cov)])
             hi = max([r[1] for r in obs] + [c[0] for c in cov])
             good = [r[1] for r in obs if not r[3]]
+            lost = {r[0] for r in obs if r[3] and self._node_latest.get(r[0]) == r[1]}  # a newest row now flagged
+            fixed = self._read_node_latest(sorted(lost)) if lost else {}
             with self._meta:
+                for n in lost:
+                    self._node_latest.pop(n, None)
+                self._node_latest.update(fixed)
+                for r in obs:
+                    if not r[3] and r[1] > self._node_latest.get(r[0], -2**62):
+                        self._node_latest[r[0]] = r[1]
                 if good:
                     self._latest = max(good) if self._latest is None else max(self._latest, max(good))
                 self._seq += 1
@@ -475,8 +491,10 @@ class Store:
                 ("DELETE FROM forecast WHERE created < ?", [(cut,)])])
             if n:
                 latest = self._one("SELECT MAX(ts) FROM obs WHERE flag = 0")
+                per_node = self._read_node_latest()
                 with self._meta:
                     self._latest = latest
+                    self._node_latest = per_node
                     self._seq += 1
                     self._writes.append((self._seq, 2**62))  # every cached window may have lost rows
                     self.rows_pruned += n
@@ -526,13 +544,11 @@ class Store:
         return self._one(f"SELECT MAX(ts) FROM obs WHERE flag = 0 AND node IN ({_marks(nodes)})", tuple(nodes))
 
     def latest_per_node(self, nodes: list[str]) -> dict[str, int]:
-        """Per node, its newest unflagged observation time (nodes without one are absent); one indexed query each."""
-        out = {}
-        for n in nodes:
-            t = self._one("SELECT MAX(ts) FROM obs WHERE node = ? AND flag = 0", (n,))
-            if t is not None:
-                out[n] = t
-        return out
+        """Per node, its newest unflagged observation time (nodes without one are absent); kept in memory,
+        updated by every ingest and prune (no query)."""
+        with self._meta:
+            known = self._node_latest
+            return {n: known[n] for n in nodes if n in known}
 
     def last_observed(self, nodes: list[str], lo: int, hi: int) -> dict[str, int]:
         """Per node, the newest unflagged observation time in ``[lo, hi)`` (nodes without one are absent)."""

@@ -21,8 +21,9 @@ from stmgt.data.panel import Panel
 from stmgt.data.source import load_source
 from stmgt.data.windows import PanelData
 from stmgt.errors import ConfigError, DataError, Interrupted, RunError
+from stmgt.forecaster import TrainedRun, data_info
 from stmgt.models import build_model
-from stmgt.run_folder import Run, data_info, is_run_folder
+from stmgt.run_folder import Run, is_run_folder
 from stmgt.runtime import (
     ThreadGovernor,
     choose_threads,
@@ -338,7 +339,7 @@ def _copy_history(src_run: Path | None, dst: Path, epoch: int) -> None:
 
 
 def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: str | Path | None = None,
-        overwrite: bool = False, quiet: bool = False, label: str | None = None) -> Run:
+        overwrite: bool = False, quiet: bool = False, label: str | None = None) -> TrainedRun:
     """Train ``cfg.model`` on ``cfg.data`` (or on ``panel``) and write the run folder ``out_dir``.
 
     The checkpoint with the lowest validation MAE is kept (``model.safetensors``); training stops
@@ -389,7 +390,7 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
             _install(tmp, out, overwrite)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return Run(out_dir)
+        return TrainedRun(out_dir)
 
     _check_observed(data)
     task = ForecastTask(model, data.edge_index, data.scaler.target_loc, data.scaler.target_scale, t,
@@ -464,7 +465,7 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
             raise
         _keep_interrupted(run.dir, out, saver, out_dir)
     if not trainer.is_global_zero:  # other DDP processes: rank 0 writes the run
-        return Run(out_dir)
+        return TrainedRun(out_dir)
     path = best.best_model_path or best.last_model_path
     if not path or not Path(path).is_file():
         raise RunError(f"{out_dir}: training ended without a checkpoint (no epoch completed; train.max_epochs"
@@ -482,7 +483,7 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
     _install(tmp, out, overwrite)
     if source is not None and source.name.endswith(INTERRUPTED) and _same_folder(interrupted_target(source), out):
         shutil.rmtree(source, ignore_errors=True)  # the interrupted run is complete now
-    return Run(out_dir)
+    return TrainedRun(out_dir)
 
 
 def _keep_interrupted(tmp: Path, out: Path, saver: SaveOnInterrupt, out_dir) -> None:

@@ -13,6 +13,7 @@ from torch import Tensor
 from stmgt.config import TrainConfig
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
+from stmgt.forecaster import Forecaster
 from stmgt.models.base import ForecastModel
 from stmgt.training.loss import mixture_loss
 
@@ -62,8 +63,8 @@ class ForecastTask(L.LightningModule):
         return self.model if self.ema is None else self.ema
 
     def forward(self, batch: Batch) -> GaussianMixture:
-        """The forecast in data units (of :attr:`evaluated`)."""
-        return self.evaluated(batch, self.edge_index, self.edge_weight).affine(self.loc, self.scale)
+        """The forecast in data units (of :attr:`evaluated`), through the one seam every reader of forecasts uses."""
+        return Forecaster(self.evaluated, self.loc, self.scale, self.edge_index, self.edge_weight).forecast(batch)
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
