@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stmgt.config import DataConfig, SyntheticConfig, TrainConfig
 from stmgt.console import duration, notice
-from stmgt.errors import Interrupted, StmgtError, one_line_warnings
+from stmgt.errors import Interrupted, StmgtError, one_line_warnings, warn
 from stmgt.registry import DEFAULT_MODEL, model_names
 
 EPILOG = """examples:
@@ -161,6 +161,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
     e.add_argument("--no-plots", action="store_true", help="skip the figures")
+    e.add_argument("--plot-step", type=int, metavar="STEP", help="the horizon step of the forecast figure"
+                   " (figures/forecasts_stepSTEP.png; default: the last reported horizon, 12 of 12)")
 
 
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -355,7 +357,8 @@ def _cmd_train(a) -> int:
 def _cmd_evaluate(a) -> int:
     from stmgt.evaluation.run_evaluation import evaluate_run
 
-    res = evaluate_run(a.run_dir, split=a.split, plots=not a.no_plots, progress=not a.json)
+    res = evaluate_run(a.run_dir, split=a.split, plots=not a.no_plots, progress=not a.json,
+                       plot_step=a.plot_step)  # its warnings (losing to a baseline, coverage off) go to stderr
     if a.json:
         print(json.dumps(res))
     else:
@@ -542,6 +545,10 @@ def _cmd_serve(a) -> int:
                       value_range=a.value_range)
     for m in service.models.values():
         print(f"serving {m.name} (version {m.version}, {m.model_name}, {len(m.node_ids)} nodes)")
+    for m in service.models.values():
+        if not m.calibrated:
+            warn(f"{m.dir} is not calibrated: its 80% and 90% intervals are the model's raw spread; run"
+                 f" `stmgt calibrate {m.dir}` (fitted on its validation split), then restart the service")
     port = sock.getsockname()[1]
     from stmgt.serve.store import _hide_password
 
