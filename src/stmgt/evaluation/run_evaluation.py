@@ -171,7 +171,7 @@ def _figures(run: TrainedRun, data, res: dict, fc, baseline_fc: dict, forecaster
         out["training"] = plots.plot_training_curves(hist, fig / "training.png", units, best_epoch=best)
     # error of the forecast mean by hour of the target's day (all steps pooled), model and baselines
     ts = data.panel.timestamps[fc.starts[:, None] + data.history + np.arange(data.horizon)[None]]  # [W, H]
-    hours = ((ts - ts.astype("datetime64[D]")) // np.timedelta64(1, "h")).astype(int)  # exact, unlike float tod
+    hours = ((ts - ts.astype("datetime64[D]")) // np.timedelta64(1, "h")).astype(int)  # from the clock itself
     slots = np.broadcast_to(hours[:, :, None], fc.mask.shape)  # [W, H, N]
     by_slot = {name: _slot_mae(np.abs(fc.mean - fc.y), fc.mask, slots, 24)}
     for k, b in baseline_fc.items():
