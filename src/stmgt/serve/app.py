@@ -526,6 +526,7 @@ class Service:
         self.node_ids = first.node_ids
         self.nodes = set(first.node_ids)
         self.covariates = sorted({c for m in self.models.values() for c in m.covariates})
+        self.bodies = _EncodedBodies()
         self._pending = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -654,6 +655,8 @@ class Service:
                 r = self.forecast(m, compute=True)
                 if not r["cached"]:
                     self.metrics.forecast(m.name, r["compute_ms"] / 1000, False)
+                    # the answer every reader of the whole forecast gets, encoded once here, off their path
+                    self.forecast_bytes(m, {**r, "cached": True}, QUANTILES)
                 n += 1
             except NotEnoughHistory:
                 pass
@@ -664,6 +667,22 @@ class Service:
             except Exception:
                 log.exception("scores of %s failed", m.name)
         return n
+
+    def forecast_bytes(self, m: ServedModel, res: dict, quantiles, nodes=None, steps=None, fmt: str = "json",
+                       geometry: str = "points") -> bytes:
+        """The encoded answer of ``GET /v1/forecast`` for the forecast ``res`` and a selection, kept by forecast
+        revision and selection (:class:`_EncodedBodies`): encoding ~2,500 rows costs far more than reading a kept
+        forecast, so each answer is encoded once (the issuer encodes the whole forecast as it issues it)."""
+        key = (m.name, res["window_end"], res["revision"], res["cached"], res["pending"], tuple(quantiles),
+               tuple(nodes or ()), tuple(steps or ()), fmt, geometry)
+
+        def encode() -> bytes:
+            body = forecast_body(m, res, quantiles, nodes, steps)
+            if fmt == "geojson":
+                body = geojson_body(m, body, lon_lat(m), geometry)
+            return json.dumps(body, separators=(",", ":")).encode()
+
+        return self.bodies.get(key, encode)
 
     def scores(self, m: ServedModel) -> dict:
         """``m``'s live scores: the kept ones while the issuer runs (it refreshes them), else recomputed when
@@ -1296,7 +1315,6 @@ def _forecast_router(service: Service) -> APIRouter:
     """``GET /v1/forecast`` (from the store), ``POST /v1/forecast`` (an explicit window), ``GET /v1/scores`` and
     ``GET /v1/forecasts/history``."""
     router = _router()
-    bodies = _EncodedBodies()
     geo = {"model": ForecastResponse, "description": "The forecast: JSON, or GeoJSON with format=geojson",
            "content": {"application/geo+json": {"schema": {"$ref": "#/components/schemas/ForecastGeoJSON"}}}}
 
@@ -1319,24 +1337,15 @@ def _forecast_router(service: Service) -> APIRouter:
         sel_nodes, sel_steps = _select(m, _parse_nodes(nodes, m.node_ids), _parse_list(steps))
         if fmt != "geojson" and "geometry" in request.query_params:
             raise ApiError(422, f"geometry: {geometry} is for format=geojson only; add format=geojson or leave it out")
-        positions = lon_lat(m) if fmt == "geojson" else None
+        if fmt == "geojson":
+            lon_lat(m)  # a run without coordinates is refused before any work
         try:
             res = service.forecast(m, qs)
         except NotEnoughHistory as e:
             raise ApiError(409, str(e)) from None
         service.metrics.forecast(m.name, res["compute_ms"] / 1000, res["cached"])
-        key = (m.name, res["window_end"], res["revision"], res["cached"], res["pending"], tuple(qs),
-               tuple(sel_nodes or ()),
-               tuple(sel_steps or ()), fmt, geometry)
-
-        def encode() -> bytes:
-            body = forecast_body(m, res, qs, sel_nodes, sel_steps)
-            if positions is not None:
-                body = geojson_body(m, body, positions, geometry)
-            return json.dumps(body, separators=(",", ":")).encode()
-
         media = "application/geo+json" if fmt == "geojson" else "application/json"
-        return Response(bodies.get(key, encode), media_type=media)
+        return Response(service.forecast_bytes(m, res, qs, sel_nodes, sel_steps, fmt, geometry), media_type=media)
 
     @router.post("/v1/forecast", summary="Forecast from an explicit window of observations",
                  operation_id="post_forecast", tags=["forecasts"], response_class=Response,
