@@ -79,6 +79,10 @@ class SpatioTemporalConfig(NeuralModelConfig):
     head (:class:`~stmgt.nn.blocks.horizon_calendar.HorizonCalendar`)."""
     anchor_last: bool = True
     """Mixture means are offsets from each node's last observed reading (False: the original design's head)."""
+    anchor_seasonal: bool = False
+    """Mixture means are offsets from a learned blend, per horizon step and road, of the last reading and the
+    road's weekly profile at the forecast step (the training mean at its day of week and time of day):
+    periodic flows are anchored on what the clock says, trends on the last reading."""
 
     @model_validator(mode="after")
     def _heads(self):
@@ -116,3 +120,7 @@ class ForecastModel(nn.Module):
 
     def fit(self, data) -> None:
         """Fit from a :class:`~stmgt.data.windows.PanelData` without gradients (statistical models)."""
+
+    def prepare(self, data) -> None:
+        """Set the statistics of the training split a trainable model keeps as buffers (e.g. a seasonal
+        profile), before training; called by :func:`~stmgt.training.fit.fit` (default: nothing)."""

@@ -18,18 +18,10 @@ import torch
 from torch import Tensor
 
 from stmgt.config import ModelConfig
+from stmgt.data.seasonal import training_series
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
-
-
-def training_series(data) -> tuple[np.ndarray, np.ndarray]:
-    """The training split's target in scaled units and its mask, ``[T_train, N]`` float64 and bool."""
-    lo, hi = data.bounds["train"]
-    v = data.panel.values[lo:hi, :, 0].astype(np.float64)
-    m = data.panel.mask[lo:hi, :, 0]
-    z = (v - data.scaler.target_loc) / data.scaler.target_scale
-    return np.where(m, z, 0.0), m
 
 
 def node_means(z: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -18,10 +18,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from stmgt.config import NeuralModelConfig
+from stmgt.data.seasonal import tod_slot
 from stmgt.data.windows import Batch
 from stmgt.distributions.mixture import GaussianMixture
 from stmgt.models.base import DataInfo, ForecastModel
-from stmgt.models.historical_average import tod_slot
 from stmgt.nn.layers.mixture_head import GaussianMixtureHead
 
 

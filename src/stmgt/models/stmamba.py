@@ -134,6 +134,10 @@ class STMamba(ForecastModel):
         dist, self.details["weather_attention"] = self.decoder(h, batch, return_attention=True)
         return dist
 
+    def prepare(self, data) -> None:
+        """The decoder's training-split statistics (the weekly profile of ``anchor_seasonal``)."""
+        self.decoder.prepare(data)
+
     def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         return self.decode(self.encode(batch, edge_index, edge_weight), batch)
 

@@ -29,6 +29,9 @@ class STMGTConfig(SpatioTemporalConfig):
     name: Literal["stmgt"] = "stmgt"
     window_embedding: bool = False
     """Add to every step a linear embedding of the road's whole history window (STID's series embedding)."""
+    adaptive_embedding: bool = False
+    """Add a learned vector per (history step, road) to the input embedding: STAEformer's spatio-temporal
+    adaptive embedding (Liu et al., CIKM 2023)."""
     fused_attention: bool = True
     """GATv2's edge operations in compiled CPU kernels (:mod:`stmgt.kernels`): the same numbers with
     only node-level features kept (3.5x faster graph attention at 207 roads; False: plain PyTorch)."""
@@ -74,6 +77,10 @@ class STMGT(ForecastModel):
         self.decoder = ForecastDecoder(cfg, info)
         self.keep_details = False
         self.details: dict = {}
+
+    def prepare(self, data) -> None:
+        """The decoder's training-split statistics (the weekly profile of ``anchor_seasonal``)."""
+        self.decoder.prepare(data)
 
     def forward(self, batch: Batch, edge_index: Tensor, edge_weight: Tensor | None = None) -> GaussianMixture:
         T = batch.x.shape[1]

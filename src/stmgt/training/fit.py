@@ -393,6 +393,7 @@ def fit(cfg: Config, out_dir: str | Path, panel: Panel | None = None, resume: st
         return TrainedRun(out_dir)
 
     _check_observed(data)
+    model.prepare(data)  # training-split statistics the model keeps (a resumed checkpoint holds the same)
     task = ForecastTask(model, data.edge_index, data.scaler.target_loc, data.scaler.target_scale, t,
                         edge_weight=data.edge_weight)
     resumed_epoch = None if resume is None else int(check_checkpoint(resume, task)["epoch"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
+from stmgt.data.seasonal import tod_slot, weekly_profile
 from stmgt.nn.blocks.horizon_calendar import HorizonCalendar
 from stmgt.nn.blocks.horizon_projection import FlatHorizonProjection, HorizonProjection
 from stmgt.nn.blocks.weather_attention import DocumentWeatherAttention, WeatherCrossAttention
@@ -29,11 +31,16 @@ class ForecastDecoder(nn.Module):
     (:class:`~stmgt.nn.blocks.horizon_projection.FlatHorizonProjection`) instead of a shared mix of time steps.
     ``horizon_calendar`` adds each forecast step's time of day, day of week and the road's identity
     (:class:`~stmgt.nn.blocks.horizon_calendar.HorizonCalendar`) before the head.
+    With ``anchor_seasonal`` the anchor of step ``h`` and road ``n`` is
+    ``g[h, n] * last[n] + (1 - g[h, n]) * profile[d_h, s_h, n]``, ``g = sigmoid(w)`` learned (``w`` starts at 2:
+    mostly the last reading), ``profile`` the road's training mean at the step's day of week ``d_h`` and
+    time-of-day slot ``s_h`` (:func:`~stmgt.data.seasonal.weekly_profile`, set by :meth:`prepare`; without
+    ``anchor_last`` ``last`` is 0, the scaled mean).
 
     Args:
         cfg: :class:`~stmgt.models.base.SpatioTemporalConfig`; read here: ``hidden``, ``heads``, ``dropout``,
             ``weather`` ("cross" by default, "document" or "none"), ``weather_forecast``,
-            ``anchor_last``, ``decoder`` ("projection" by default, or "flat"),
+            ``anchor_last``, ``anchor_seasonal``, ``decoder`` ("projection" by default, or "flat"),
             ``horizon_calendar``, and the head's ``mixtures``, ``min_std``, ``max_std``.
         info: :class:`~stmgt.models.base.DataInfo`: ``history`` ``T``, ``horizon`` ``H``,
             ``weather_dim`` ``W`` (0: no weather, whatever ``cfg.weather``), ``num_nodes``,
@@ -58,6 +65,32 @@ class ForecastDecoder(nn.Module):
         self.calendar = (HorizonCalendar(cfg.hidden, info.num_nodes, info.steps_per_day, info.day_classes,
                                          cfg.dropout) if cfg.horizon_calendar else None)
         self.head = GaussianMixtureHead.from_config(cfg.hidden, cfg)
+        self.seasonal = getattr(cfg, "anchor_seasonal", False)
+        if self.seasonal:
+            self.steps_per_day = info.steps_per_day
+            self.register_buffer("profile", torch.zeros(7, info.steps_per_day, info.num_nodes))  # [7, S, N]
+            self.blend = nn.Parameter(torch.full((info.horizon, info.num_nodes), 2.0))  # [H, N], sigmoid(2) = 0.88
+
+    @torch.no_grad()
+    def prepare(self, data) -> None:
+        """The weekly profile of the training split (scaled units), with ``anchor_seasonal``."""
+        if self.seasonal:
+            mean, _ = weekly_profile(data, self.steps_per_day)
+            self.profile.copy_(torch.from_numpy(mean))
+
+    def anchor_of(self, batch: Batch) -> Tensor | None:
+        """Each mixture mean's offset origin: ``[B, N]`` (the last reading), ``[B, H, N]`` (the seasonal
+        blend) or None."""
+        T = self.history
+        last = last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
+        if not self.seasonal:
+            return last
+        slot = tod_slot(batch.tod[:, T:], self.steps_per_day)  # [B, H]
+        season = self.profile[batch.dow[:, T:].long(), slot]  # [B, H, N]
+        if last is None:
+            last = torch.zeros_like(season[:, 0])
+        g = torch.sigmoid(self.blend)  # [H, N]
+        return g * last[:, None] + (1 - g) * season  # [B, H, N]
 
     def forward(self, h: Tensor, batch: Batch,
                 return_attention: bool = False) -> GaussianMixture | tuple[GaussianMixture, Tensor | None]:
@@ -75,6 +108,5 @@ class ForecastDecoder(nn.Module):
                 h, att = h
         if self.calendar is not None:
             h = self.calendar(h, batch.tod[:, T:], batch.dow[:, T:])  # the forecast steps' own calendar
-        anchor = last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
-        dist = self.head(h, anchor)
+        dist = self.head(h, self.anchor_of(batch))
         return (dist, att) if return_attention else dist

@@ -31,12 +31,18 @@ class InputEmbedding(nn.Module):
             scalar reading per token leaves for attention to reconstruct.
         norm: LayerNorm over the sum (default True, the original design). A LayerNorm of
             ``w * x + b`` saturates in ``x``; without it the token stays linear in the reading.
+        adaptive: ``(T, N)``, the history length and the roads (None: off), to add a learned ``[T, N, D]``
+            tensor, one vector per (history step, road): the spatio-temporal adaptive embedding of
+            STAEformer (Liu et al., "STAEformer: Spatio-Temporal Adaptive Embedding Makes Vanilla
+            Transformer SOTA for Traffic Forecasting", CIKM 2023), which lets each road learn how its
+            own recent steps matter.
 
     Shapes: ``x [B, T, N, C]``, ``mask [B, T, N]``, ``tod/dow [B, T]`` -> ``[B, T, N, D]``.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 96, calendar: bool = False, steps_per_day: int = 288,
-                 num_nodes: int = 0, day_classes=tuple(range(7)), window: int = 0, norm: bool = True):
+                 num_nodes: int = 0, day_classes=tuple(range(7)), window: int = 0, norm: bool = True,
+                 adaptive: tuple[int, int] | None = None):
         super().__init__()
         self.linear = nn.Linear(in_channels + 1, hidden)
         self.norm = nn.LayerNorm(hidden) if norm else nn.Identity()
@@ -46,6 +52,8 @@ class InputEmbedding(nn.Module):
         self.dow = nn.Embedding(max(day_classes) + 1, hidden) if calendar else None
         self.node = nn.Parameter(torch.randn(num_nodes, hidden) / math.sqrt(hidden)) if num_nodes else None
         self.window = nn.Linear(window * (in_channels + 1), hidden) if window else None
+        self.adaptive = (nn.Parameter(nn.init.xavier_uniform_(torch.empty(*adaptive, hidden)))  # [T, N, D]
+                         if adaptive else None)
         for e in (self.tod, self.dow):
             if e is not None:
                 nn.init.normal_(e.weight, std=1 / math.sqrt(hidden))
@@ -55,7 +63,8 @@ class InputEmbedding(nn.Module):
         """Built from a :class:`~stmgt.config.ModelConfig` and a :class:`~stmgt.models.base.DataInfo`."""
         return cls(info.in_channels, cfg.hidden, cfg.calendar, info.steps_per_day,
                    info.num_nodes if cfg.node_embedding else 0, info.day_classes,
-                   info.history if getattr(cfg, "window_embedding", False) else 0, cfg.input_norm)
+                   info.history if getattr(cfg, "window_embedding", False) else 0, cfg.input_norm,
+                   (info.history, info.num_nodes) if getattr(cfg, "adaptive_embedding", False) else None)
 
     def forward(self, x: Tensor, mask: Tensor, tod: Tensor | None = None, dow: Tensor | None = None) -> Tensor:
         feats = torch.cat([x, mask.unsqueeze(-1).to(x.dtype)], dim=-1)  # [B, T, N, C+1]
@@ -69,4 +78,6 @@ class InputEmbedding(nn.Module):
             h = h + (self.tod(slot) + self.dow(self.day_map[dow.long()])).unsqueeze(2)  # [B, T, 1, D]
         if self.node is not None:
             h = h + self.node
+        if self.adaptive is not None:
+            h = h + self.adaptive[-h.shape[1]:]  # [T, N, D] onto every window (its last T steps)
         return self.norm(h)

@@ -39,11 +39,11 @@ class GaussianMixtureHead(nn.Module):
             b[:, 0] = torch.linspace(-1, 1, mixtures)
 
     def forward(self, x: Tensor, anchor: Tensor | None = None) -> GaussianMixture:
-        """``anchor [B, N]`` (optional) is added to every component mean of every step."""
+        """``anchor`` (optional), ``[B, N]`` or per step ``[B, H, N]``, is added to every component mean."""
         out = self.output_layer(x).unflatten(-1, (self.mixtures, 3))  # [B, H, N, K, 3]
         means, log_stds, logits = out.unbind(-1)  # each [B, H, N, K]
         if anchor is not None:
-            means = means + anchor[:, None, :, None]
+            means = means + (anchor[:, None, :, None] if anchor.dim() == 2 else anchor[..., None])  # [B, H, N, K]
         if self.max_log_std is not None:
             log_stds = log_stds.clamp(max=self.max_log_std)
         return GaussianMixture(means, torch.exp(log_stds) + self.min_std, logits)

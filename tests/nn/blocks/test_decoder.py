@@ -1,0 +1,70 @@
+"""The shared forecast decoder's anchors: the last reading, and its learned blend with the weekly profile."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stmgt.config import model_config
+from stmgt.data.windows import PanelData
+from stmgt.forecaster import data_info
+from stmgt.models import build_model
+
+
+def _stmgt(data, **kw):
+    torch.manual_seed(0)
+    model = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, mixtures=2, **kw), data_info(data))
+    with torch.no_grad():  # a head that adds nothing: every component mean is the anchor
+        model.decoder.head.output_layer.weight.zero_()
+        model.decoder.head.output_layer.bias.view(2, 3)[:, 0].zero_()
+    return model.eval()
+
+
+def _weekly_means_by_pandas(panel, data):
+    """The oracle: each road's mean scaled training reading per (day of week, 5-minute slot), by pandas."""
+    lo, hi = data.bounds["train"]
+    ts = pd.DatetimeIndex(panel.timestamps[lo:hi])
+    z = (panel.values[lo:hi, :, 0] - data.scaler.target_loc) / data.scaler.target_scale
+    df = pd.DataFrame(np.where(panel.mask[lo:hi, :, 0], z, np.nan))
+    key = [ts.dayofweek, ts.hour * 12 + ts.minute // 5]
+    return df.groupby(key).mean()  # (dow, slot) -> [N]
+
+
+def test_seasonal_anchor_is_the_weekly_profile_or_the_last_reading_by_its_gate(tiny_panel):
+    data = PanelData(tiny_panel, 12, 6)
+    model = _stmgt(data, anchor_seasonal=True)
+    model.prepare(data)
+    oracle = _weekly_means_by_pandas(tiny_panel, data)
+    batch = data.batch_at([300, 420])
+    ei = data.edge_index
+    with torch.no_grad():
+        model.decoder.blend.fill_(-30.0)  # gate closed: the profile alone
+        seasonal = model(batch, ei).mean  # [B, H, N]
+        model.decoder.blend.fill_(30.0)  # gate open: the last reading alone
+        last = model(batch, ei).mean
+    for b, s in enumerate((300, 420)):
+        for h in range(6):
+            t = pd.Timestamp(tiny_panel.timestamps[s + 12 + h])
+            want = oracle.loc[(t.dayofweek, t.hour * 12 + t.minute // 5)].to_numpy()
+            got = seasonal[b, h].numpy()
+            ok = ~np.isnan(want)
+            assert np.allclose(got[ok], want[ok], atol=1e-4)
+    x, m = batch.x[..., 0], batch.x_mask
+    idx = torch.where(m, torch.arange(12).view(1, 12, 1), -1).amax(1)  # the last observed step of each road
+    want_last = torch.gather(x, 1, idx.clamp_min(0).unsqueeze(1)).squeeze(1)
+    assert torch.allclose(last, want_last[:, None].expand_as(last), atol=1e-4)
+
+
+def test_training_sets_the_profile_and_the_run_keeps_it(tiny_panel, tmp_path):
+    from stmgt.config import load_config
+    from stmgt.training.fit import fit
+
+    cfg = load_config(None, {"model.name": "stmgt", "model.hidden": 8, "model.heads": 2, "model.blocks": 1,
+                             "model.anchor_seasonal": True, "train.max_epochs": 1, "train.progress": False,
+                             "data.history": 12, "data.horizon": 6})
+    run = fit(cfg, tmp_path / "run", panel=tiny_panel)
+    data = run.data(tiny_panel)
+    oracle = _weekly_means_by_pandas(tiny_panel, data)
+    profile = run.model().decoder.profile  # read back from model.safetensors
+    for (d, s), row in oracle.iterrows():
+        ok = ~row.isna().to_numpy()
+        assert np.allclose(profile[d, s].numpy()[ok], row.to_numpy()[ok], atol=1e-4)
