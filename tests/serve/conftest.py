@@ -35,6 +35,30 @@ def served(tmp_path_factory):
     return {"dir": d, "city": d / "city", "gru": d / "gru", "stmgt": d / "stmgt"}
 
 
+@pytest.fixture
+def make(served, tmp_path):
+    """``make(runs=("gru",), db=None, **service options) -> TestClient`` on a fresh store (``runs``: names of the
+    ``served`` runs or run folders); the issuer is off unless ``auto_forecast=True``; stores closed at the end."""
+    from fastapi.testclient import TestClient
+
+    from stmgt.serve.app import Service, create_app
+
+    made = []
+
+    def build(runs=("gru",), db=None, **kw):
+        kw.setdefault("auto_forecast", False)
+        dirs = [served[r] if isinstance(r, str) else r for r in runs]
+        svc = Service(dirs, db=db or str(tmp_path / f"s{len(made)}.db"), **kw)
+        c = TestClient(create_app(svc))
+        c.service = svc
+        made.append(c)
+        return c
+
+    yield build
+    for c in made:
+        c.service.store.close()
+
+
 @pytest.fixture(scope="session")
 def panel(served):
     """The synthetic city the runs were trained on."""

@@ -12,27 +12,9 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
 
-from stmgt.serve.app import Service, create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def make(served, tmp_path):
-    """``make(runs=("gru",), **service options) -> TestClient`` on a fresh store."""
-    made = []
-
-    def build(runs=("gru",), **kw):
-        kw.setdefault("auto_forecast", False)
-        svc = Service([served[r] for r in runs], db=str(tmp_path / f"s{len(made)}.db"), **kw)
-        c = TestClient(create_app(svc))
-        c.service = svc
-        made.append(c)
-        return c
-
-    return build
 
 
 def post(c, rows, **kw):

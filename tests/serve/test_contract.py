@@ -37,25 +37,6 @@ ROUTES = {("get", "/healthz"): {422}, ("get", "/readyz"): {422, 503}, ("get", "/
 GET_ROUTES = sorted(p for m, p in ROUTES if m == "get")
 
 
-@pytest.fixture
-def make(served, tmp_path):
-    """``make(runs=("gru",), db=None, **service options) -> TestClient`` on a fresh store."""
-    made = []
-
-    def build(runs=("gru",), db=None, **kw):
-        kw.setdefault("auto_forecast", False)
-        dirs = [served[r] if isinstance(r, str) else r for r in runs]
-        svc = Service(dirs, db=db or str(tmp_path / f"s{len(made)}.db"), **kw)
-        c = TestClient(create_app(svc))
-        c.service = svc
-        made.append(c)
-        return c
-
-    yield build
-    for c in made:
-        c.service.store.close()
-
-
 def post(c, rows, **kw):
     r = c.post("/v1/observations", json={"observations": rows}, **kw)
     return r

@@ -15,9 +15,7 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 
@@ -26,6 +24,8 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
+
+from live_server import free_port, start, stop  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -55,32 +55,6 @@ def close(a, b):
 
 
 # ---------------------------------------------------------------- the service
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(runs, db, port):
-    e = {**os.environ, "OMP_NUM_THREADS": "1"}
-    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-    e["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + e.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "stmgt", "serve", *map(str, runs), "--db", str(db), "--port",
-                             str(port), "--no-auto-forecast"], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become ready in 120 s")
-
-
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
     """A served city: ``{"url", "dir", "posted": {node: [(ts, value)]}, "latest"}`` (the server runs meanwhile)."""
@@ -109,7 +83,7 @@ def city(tmp_path_factory):
             r["value"] = 1e6  # one implausible reading: stored flagged
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start([d / "ha", d / "lv", d / "bare"], d / "map.db", port)
+    proc = start([d / "ha", d / "lv", d / "bare"], d / "map.db", port, "--no-auto-forecast")
     try:
         for i in range(0, len(rows), 4000):
             r = httpx.post(url + "/v1/observations", json={"observations": rows[i:i + 4000]}, timeout=60)
@@ -120,12 +94,7 @@ def city(tmp_path_factory):
                 posted.setdefault(r["node_id"], []).append((r["timestamp"], r["value"]))
         yield {"url": url, "dir": d, "posted": posted, "latest": window[-1]}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def forecast(city, model):

@@ -14,45 +14,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from live_server import free_port, start, stop  # noqa: E402
+
 from stmgt.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(run, db, port, *extra, env=None):
-    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-    e["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + e.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "stmgt", "serve", str(run), "--db", str(db), "--port", str(port),
-                             *extra], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become ready in 120 s")
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_every_acknowledged_row_survives_sigkill(served, new_db):

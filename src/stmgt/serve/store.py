@@ -593,16 +593,7 @@ class Store:
     def observations(self, nodes: list[str] | None, since: int | None, until: int | None,
                      limit: int = 100_000) -> list[tuple[str, int, float, int]]:
         """``(node, ts, value, flag)`` rows in ``[since, until]`` ordered by time, at most ``limit``."""
-        where, params = ["1 = 1"], []
-        if nodes:
-            where.append(f"node IN ({_marks(nodes)})")
-            params += list(nodes)
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("ts <= ?")
-            params.append(until)
+        where, params = _node_time_filter("node", "ts", nodes, since, until)
         sql = f"SELECT node, ts, value, flag FROM obs WHERE {' AND '.join(where)} ORDER BY ts, node LIMIT ?"
         return self.backend.query(sql, tuple(params) + (limit,))
 
@@ -625,16 +616,8 @@ class Store:
         unflagged readings in ``[target, target + interval_s)`` (the bin :meth:`scores` scores it against), or
         ``None`` while there is none.
         """
-        where, params = ["f.model = ?", "f.version = ?"], [interval_s, model, version]
-        if nodes:
-            where.append(f"f.node IN ({_marks(nodes)})")
-            params += list(nodes)
-        if since is not None:
-            where.append("f.issued_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("f.issued_at <= ?")
-            params.append(until)
+        where, params = _node_time_filter("f.node", "f.issued_at", nodes, since, until)
+        where, params = ["f.model = ?", "f.version = ?", *where], [interval_s, model, version, *params]
         sql = ("SELECT f.issued_at, i.created, f.step, f.node, f.target, f.mean, f.q05, f.q10, f.q50, f.q90, f.q95,"
                " (SELECT AVG(o.value) FROM obs o WHERE o.node = f.node AND o.flag = 0 AND o.ts >= f.target"
                " AND o.ts < f.target + ?)"
@@ -679,6 +662,22 @@ class Store:
         """How many forecasts of this model version are kept."""
         return int(self.backend.query("SELECT COUNT(*) FROM forecast WHERE model = ? AND version = ?",
                                       (model, version))[0][0])
+
+
+def _node_time_filter(node_col: str, time_col: str, nodes, since, until) -> tuple[list[str], list]:
+    """SQL conditions (joined by AND) and their parameters: ``node_col`` among ``nodes`` (all when empty) and
+    ``time_col`` in ``[since, until]`` (either open when None)."""
+    where, params = ["1 = 1"], []
+    if nodes:
+        where.append(f"{node_col} IN ({_marks(nodes)})")
+        params += list(nodes)
+    if since is not None:
+        where.append(f"{time_col} >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{time_col} <= ?")
+        params.append(until)
+    return where, params
 
 
 def _marks(items) -> str:
