@@ -135,6 +135,7 @@ def test_benchmark_trainings_are_labelled_with_their_place_in_the_run_and_quiet_
     out, err = capsys.readouterr()
     assert out.splitlines() == [f"4 runs; table: {tmp_path / 'lab'}.md"] and err == ""
     (tmp_path / "lab.json").unlink()
+    __import__("shutil").rmtree(tmp_path / "runs")  # trained again (a finished folder would be scored as it is)
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("[1/4] last_value/seed0: test MAE avg ") and out[3].startswith("[4/4] historical_average/")
@@ -184,3 +185,30 @@ def test_the_time_budget_is_per_invocation_and_not_restored_from_a_checkpoint():
     b = SessionBudget(duration={"minutes": 1})
     b.load_state_dict({"time_elapsed": {"train": 1e9, "validate": 0, "test": 0, "predict": 0}})
     assert b.time_elapsed("train") < 1
+
+
+def test_a_finished_run_of_the_same_config_is_scored_not_retrained(tmp_path, capsys):
+    """A run folder trained with exactly the requested settings (an ablation's run promoted to a table, or a
+    seed whose result was lost) is adopted: scored once, not trained again; other settings retrain."""
+    import shutil
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {synthetic: {nodes: 4, days: 2}}\ntrain: {num_threads: 1, max_epochs: 1}\n"
+                   "model: {hidden: 8}\n")
+    base = ["benchmark", "--models", "gru", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path)]
+    assert main([*base, "--name", "a"]) == 0
+    first = tmp_path / "runs" / "a" / "gru" / "seed0"
+    shutil.copytree(first, tmp_path / "runs" / "b" / "gru" / "seed0")
+    weights = (first / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--name", "b"]) == 0
+    out = capsys.readouterr().out
+    assert "is a finished run of this config; scoring it" in out and "epoch 1/1" not in out
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["runs"]["gru/seed0"] for n in "ab")
+    assert b["mae"] == a["mae"] and b["epochs"] == a["epochs"] == 1
+    assert (tmp_path / "runs" / "b" / "gru" / "seed0" / "model.safetensors").read_bytes() == weights
+    cfg.write_text(cfg.read_text().replace("hidden: 8", "hidden: 12"))  # other settings: trained anew
+    shutil.rmtree(tmp_path / "runs" / "c", ignore_errors=True)
+    shutil.copytree(first, tmp_path / "runs" / "c" / "gru" / "seed0")
+    assert main([*base, "--name", "c"]) == 0
+    assert "scoring it" not in capsys.readouterr().out

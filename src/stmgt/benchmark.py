@@ -4,7 +4,10 @@ Each (model, seed) is trained into ``OUT/runs/<model>/seed<k>`` with the checkpo
 validation MAE, then evaluated once on the test split. Results are written as
 ``OUT/<name>.json`` (every run's metrics) and ``OUT/<name>.md`` (mean +/- sample std over seeds
 at horizons 3, 6, 12 and the average, plus the probabilistic scores), with the protocol stated
-in the table's header.
+in the table's header. Runs accumulate: results already in the JSON are kept; a run its time budget
+stopped is resumed from its checkpoint; a finished run folder trained with exactly the requested settings
+(a seed whose result was lost, or an ablation's run copied in) is scored without training again;
+``--split val`` scores ablations on the validation split.
 
 Protocols:
 
@@ -24,10 +27,11 @@ from pathlib import Path
 from stmgt.config import load_config, read_config_file, settings_of
 from stmgt.console import duration, notice
 from stmgt.data.source import load_source
-from stmgt.errors import ConfigError
+from stmgt.errors import ConfigError, StmgtError
 from stmgt.evaluation.forecast import forecast_split
 from stmgt.evaluation.horizons import reported_horizons
 from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_markdown
+from stmgt.forecaster import TrainedRun
 from stmgt.registry import MODELS, config_class
 from stmgt.training.fit import fit
 
@@ -152,6 +156,24 @@ def training_table_markdown(runs: dict) -> str:
     return "\n".join(md)
 
 
+def trained_with(run_dir: Path, cfg) -> bool:
+    """Whether ``run_dir`` is a finished run (a folder of that name is always whole: training renames it into
+    place) trained with exactly ``cfg`` (every setting; the data source compared as a resolved path) and not
+    stopped by its time budget."""
+    if not (run_dir / "manifest.json").is_file():
+        return False
+    run = TrainedRun(run_dir)
+    try:
+        have = run.config().to_dict()
+    except StmgtError:
+        return False
+    want = cfg.to_dict()
+    for c in (have, want):
+        src = c["data"]["source"]
+        c["data"]["source"] = src if src == "synthetic" else str(Path(src).resolve())
+    return have == want and run.training().get("stop_reason") != "budget"
+
+
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
                   name: str | None = None, protocol: str = "standard", config: str | None = None,
                   max_epochs: int | None = None, data_format: str | None = None,
@@ -207,8 +229,14 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
             if resume is not None and not quiet:
                 notice(f"[{k}/{len(todo)}] {key}: stopped by its time budget at epoch {done['epochs']};"
                        f" resuming from {last}", sys.stdout)
-            run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result
-                      resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
+            if done is None and trained_with(run_dir, cfg):
+                run = TrainedRun(run_dir)  # finished with these very settings (its result unrecorded, or copied in)
+                if not quiet:
+                    notice(f"[{k}/{len(todo)}] {key}: {run_dir} is a finished run of this config; scoring it",
+                           sys.stdout)
+            else:
+                run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result
+                          resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
             metrics, _ = forecast_split(run.forecaster(calibrated=False), run.data(panel), split)
         metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
         metrics["seconds"] = time.perf_counter() - t0  # this invocation's training and test evaluation
