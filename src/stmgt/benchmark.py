@@ -226,15 +226,16 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
         t0 = time.perf_counter()
         with claim:
             (run_dir / ".running").unlink(missing_ok=True)  # where older versions kept the lock
-            if resume is not None and not quiet:
-                notice(f"[{k}/{len(todo)}] {key}: stopped by its time budget at epoch {done['epochs']};"
-                       f" resuming from {last}", sys.stdout)
-            if done is None and trained_with(run_dir, cfg):
-                run = TrainedRun(run_dir)  # finished with these very settings (its result unrecorded, or copied in)
+            adopted = trained_with(run_dir, cfg)  # finished with these very settings: its result unrecorded,
+            if adopted:                              # copied in, or a recorded budget-stopped one it replaces
+                run = TrainedRun(run_dir)
                 if not quiet:
                     notice(f"[{k}/{len(todo)}] {key}: {run_dir} is a finished run of this config; scoring it",
                            sys.stdout)
             else:
+                if resume is not None and not quiet:
+                    notice(f"[{k}/{len(todo)}] {key}: stopped by its time budget at epoch {done['epochs']};"
+                           f" resuming from {last}", sys.stdout)
                 run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result
                           resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
             metrics, _ = forecast_split(run.forecaster(calibrated=False), run.data(panel), split)
