@@ -1,7 +1,9 @@
-"""Calibration on Los-loop: STMGT seed 0 under the benchmark's config, `stmgt calibrate`, then the
-test split evaluated once with and without the stored calibration (CRPS, NLL, coverage, width).
+"""Calibration on Los-loop: a trained STMGT run (by default the converged table's seed 0), `stmgt calibrate`,
+then the test split evaluated once with and without the stored calibration (CRPS, NLL, coverage, width).
 
-    python benchmarks/los_loop_calibration.py --run runs/los_stmgt_s0      # trains it if missing (~1 h on 2 cores)
+    python benchmarks/los_loop_calibration.py --run benchmarks/results/runs/los_loop_converged/stmgt/seed0
+
+The run is trained by ``stmgt benchmark`` (the command in ``results/los_loop_converged.md``).
 
 Writes ``results/los_loop_calibration.json`` and ``.md`` and copies the run's report figures to
 ``results/los_loop_figures/``.
@@ -18,38 +20,24 @@ HERE = Path(__file__).parent
 
 
 def main() -> None:
-    from stmgt.config import load_config
     from stmgt.evaluation.forecast import UNCALIBRATED_KEYS
     from stmgt.evaluation.run_evaluation import evaluate_run
-    from stmgt.forecaster import calibrate_run
-    from stmgt.training.fit import fit
+    from stmgt.forecaster import TrainedRun, calibrate_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default="runs/los_stmgt_s0")
-    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "los_loop"))
-    ap.add_argument("--config", default=str(HERE / "configs" / "los_loop.yaml"))
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", default=str(HERE / "results" / "runs" / "los_loop_converged" / "stmgt" / "seed0"))
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
     run = Path(a.run)
-    cfg = load_config(a.config, {"data.source": a.data, "train.seed": a.seed})
     if not (run / "model.safetensors").exists():
-        fit(cfg, run)
-    else:  # a run folder from another config or code state would be scored as if it were this one
-        from stmgt.forecaster import TrainedRun
-
-        have = TrainedRun(run).config().to_dict()
-        want = cfg.to_dict()
-        for c in (have, want):
-            c["data"].pop("source")
-            c["train"].pop("progress")
-        if have != want:
-            raise SystemExit(f"{run}: trained with another config than {a.config}; remove it or pass another --run")
+        raise SystemExit(f"{run}: no trained run; train it with the command in results/los_loop_converged.md")
+    cfg = TrainedRun(run).config()
+    a.seed = cfg.train.seed
     cal = calibrate_run(run)
     res = evaluate_run(run, plots=True)
     before, after = res["uncalibrated"], {k: res[k] for k in UNCALIBRATED_KEYS}
     out = Path(a.out)
-    summary = {"config": Path(a.config).name, "seed": a.seed, "factors": cal["factors"], "method": cal["method"],
+    summary = {"run": str(run), "seed": a.seed, "factors": cal["factors"], "method": cal["method"],
                "mae": res["mae"], "before": before, "after": after}
     (out / "los_loop_calibration.json").write_text(json.dumps(summary, indent=1))
     rows = [("CRPS (mph)", "crps", "{:.4f}", 1), ("CRPS / sum abs y", "crps_normalised", "{:.5f}", 1),
@@ -57,9 +45,9 @@ def main() -> None:
             ("coverage 90%", "coverage90", "{:.1f}%", 100), ("width 80% (mph)", "width80", "{:.2f}", 1),
             ("width 90% (mph)", "width90", "{:.2f}", 1)]
     md = ["# Calibration on Los-loop (STMGT)", "",
-          f"STMGT seed {a.seed} with `benchmarks/configs/{Path(a.config).name}` (70/10/20 chronological, 12 -> 12,"
-          " checkpoint chosen on validation MAE). `stmgt calibrate` fits one spread factor per horizon step on the"
-          " validation split (so that the 80% and 90% intervals cover 80% and 90% there); the test split is"
+          f"STMGT seed {a.seed}, run `{run}` (its settings in the run's `config.yaml`; 70/10/20 chronological,"
+          " 12 -> 12, checkpoint chosen on validation MAE). `stmgt calibrate` fits one spread factor per horizon"
+          " step on the validation split (so that the 80% and 90% intervals cover 80% and 90% there); the test split is"
           " evaluated once, before and after. Test MAE avg "
           f"{res['mae']['avg']:.3f} (h3 {res['mae']['3']:.3f}, h6 {res['mae']['6']:.3f}, h12 {res['mae']['12']:.3f});"
           " calibration keeps the mean.", "",
@@ -67,8 +55,7 @@ def main() -> None:
           "| test split | before | after |", "|---|---|---|"]
     for label, k, fmt, scale in rows:
         md.append(f"| {label} | {fmt.format(before[k] * scale)} | {fmt.format(after[k] * scale)} |")
-    md += ["", "Regenerate: `python benchmarks/los_loop_calibration.py [--run RUN]` (trains STMGT first when RUN"
-           " holds no model: about an hour on 2 cores).",
+    md += ["", f"Regenerate: `python benchmarks/los_loop_calibration.py --run {run}`.",
            "Figures of this run (forecast bands, error by horizon and time of day, per-sensor error map,"
            " gate, PIT): `los_loop_figures/`."]
     (out / "los_loop_calibration.md").write_text("\n".join(md) + "\n")
