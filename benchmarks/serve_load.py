@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -45,16 +46,21 @@ READS = (("GET /v1/forecast", 0.5), ("GET /v1/observations", 0.3), ("GET /v1/sco
 
 
 class Rows:
-    """A shared stream of new observation rows: row ``g`` is node ``g % N`` at step ``g // N``."""
+    """A stream of new observation rows shared by every client, in every process: row ``g`` is node ``g % N`` at
+    step ``g // N`` (the counter lives in shared memory, so the steps written are contiguous)."""
 
     def __init__(self, nodes: list[str], interval_s: int, start: datetime, covariates: list[str]):
         self.nodes, self.interval_s, self.start, self.covariates = nodes, interval_s, start, covariates
-        self.next = 0
-        self.lock = threading.Lock()
+        self.counter = multiprocessing.get_context("fork").Value("q", 0)  # inherited by the client processes
+
+    @property
+    def next(self) -> int:
+        return self.counter.value
 
     def take(self, n: int) -> list[dict]:
-        with self.lock:
-            g0, self.next = self.next, self.next + n
+        with self.counter.get_lock():
+            g0 = self.counter.value
+            self.counter.value = g0 + n
         out = []
         for g in range(g0, g0 + n):
             step, node = divmod(g, len(self.nodes))
@@ -68,8 +74,7 @@ class Rows:
         return out
 
     def latest(self) -> str:
-        with self.lock:
-            step = max(0, self.next // len(self.nodes) - 1)
+        step = max(0, self.next // len(self.nodes) - 1)
         return (self.start + timedelta(seconds=step * self.interval_s)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
@@ -100,6 +105,23 @@ def client(url: str, rows: Rows, deadline: float, a, key: str | None, lat: dict,
             dt = time.perf_counter() - t0
             lat[route].append(dt)
             status[route][r.status_code] += 1
+
+
+def client_process(url: str, rows: Rows, deadline_epoch: float, a, key: str | None, clients: int):
+    """``clients`` client threads in this process until ``deadline_epoch`` (wall clock): ``(latencies by route,
+    statuses by route, acknowledged row counts)``. Several processes keep the load generator's own interpreter
+    lock from delaying the answers it times."""
+    lat: dict = defaultdict(list)
+    status: dict = defaultdict(lambda: defaultdict(int))
+    acked: list = []
+    deadline = time.perf_counter() + (deadline_epoch - time.time())
+    threads = [threading.Thread(target=client, args=(url, rows, deadline, a, key, lat, status, acked))
+               for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return dict(lat), {r: dict(s) for r, s in status.items()}, acked
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -139,6 +161,7 @@ def main() -> None:
     ap.add_argument("--url", help="a running service (default: start one with --run)")
     ap.add_argument("--run", help="run folder to serve from a fresh store when --url is not given")
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    ap.add_argument("--procs", type=int, default=4, help="processes the clients are spread over (default 4)")
     ap.add_argument("--seconds", type=float, default=30, help="duration of the load (default 30)")
     ap.add_argument("--write-fraction", type=float, default=0.5, help="share of requests that write (default 0.5)")
     ap.add_argument("--batch", type=int, default=500, help="rows per write (default 500)")
@@ -173,19 +196,29 @@ def main() -> None:
             if r.status_code == 200 and not r.json().get("pending"):
                 break
             time.sleep(0.2)
+        t0 = time.perf_counter()
+        jobs = [(url, rows, time.time() + a.seconds, a, key, len(range(w, a.clients, a.procs))) for w in range(a.procs)]
+        ctx = multiprocessing.get_context("fork")  # the clients' arguments are inherited, not pickled
+        results = ctx.Queue()
+        workers = [ctx.Process(target=lambda job=job: results.put(client_process(*job))) for job in jobs]
+        for w in workers:
+            w.start()
+        parts = [results.get() for _ in workers]
+        for w in workers:
+            w.join()
+        wall = time.perf_counter() - t0
         lat: dict = defaultdict(list)
         status: dict = defaultdict(lambda: defaultdict(int))
         acked: list = []
-        t0 = time.perf_counter()
-        deadline = t0 + a.seconds
-        threads = [threading.Thread(target=client, args=(url, rows, deadline, a, key, lat, status, acked))
-                   for _ in range(a.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        for part_lat, part_status, part_acked in parts:
+            for route, xs in part_lat.items():
+                lat[route] += xs
+            for route, st in part_status.items():
+                for code, n in st.items():
+                    status[route][code] += n
+            acked += part_acked
         metrics = httpx.get(url + "/metrics", timeout=30).text
+        ready = httpx.get(url + "/readyz", timeout=30).json()
     finally:
         if proc is not None:
             proc.terminate()
@@ -199,17 +232,20 @@ def main() -> None:
                          "p99_ms": 1000 * pct(xs, 0.99), "status": {str(k): v for k, v in status[route].items()}}
     compute = [ln for ln in metrics.splitlines() if ln.startswith("stmgt_forecast_compute_seconds_")
                and ("_sum" in ln or "_count" in ln)]
-    res = {"setup": {"url": url if a.url else f"started: {a.run}", "clients": a.clients, "seconds": a.seconds,
+    res = {"setup": {"url": url if a.url else f"started: {a.run}", "clients": a.clients, "procs": a.procs,
+                     "seconds": a.seconds,
                      "write_fraction": a.write_fraction, "batch": a.batch, "nodes": len(nodes),
                      "model": f"{model['name']} {model['version']} ({model['model']})",
                      "cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                      "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
            "wall_seconds": wall, "rows_acknowledged": sum(acked), "rows_per_second": sum(acked) / wall,
-           "routes": routes, "forecast_compute": compute, "pending_forecast_answers": pending}
+           "routes": routes, "forecast_compute": compute, "pending_forecast_answers": pending,
+           "readyz_at_end": ready}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps(res, indent=1))
     md = ["# stmgt serve under load", "",
-          f"{a.clients} clients for {wall:.1f} s, {a.write_fraction:.0%} writes of {a.batch} rows, {len(nodes)} nodes,"
+          f"{a.clients} clients in {a.procs} processes for {wall:.1f} s, {a.write_fraction:.0%} writes of {a.batch}"
+          f" rows, {len(nodes)} nodes,"
           f" model {res['setup']['model']}; {res['setup']['cpus']} CPUs, {res['setup']['platform']},"
           f" {res['setup']['date']}. `python benchmarks/serve_load.py "
           + " ".join(sys.argv[1:]) + "`", "",
@@ -221,7 +257,8 @@ def main() -> None:
                   f" {st} |")
     n_fc = routes.get("GET /v1/forecast", {}).get("requests", 0)
     md += ["", f"Forecast answers marked `pending` (a newer window awaited the issuer): {pending} of {n_fc}.",
-           "The load starts once the store holds a window and its first forecast is issued.", "",
+           "The load starts once the store holds a window and its first forecast is issued.",
+           f"`/readyz` at the end: {json.dumps(ready.get('forecasts', ready))}.", "",
            "Forecast computation (by the issuer, one per window), from `/metrics`:", "", "```", *compute, "```", ""]
     Path(a.out + ".md").write_text("\n".join(md))
     print("\n".join(md))

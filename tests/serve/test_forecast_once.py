@@ -163,3 +163,21 @@ def test_the_store_keeps_each_roads_newest_time_as_the_database_says(tmp_path):
     again = Store(str(tmp_path / "x.db"), retention_days=0)  # read back at start
     assert again.latest_per_node(nodes) == truth
     again.close()
+
+
+def test_a_pending_answer_derived_from_the_kept_one_equals_one_encoded_afresh(make, rows):
+    import json
+
+    from stmgt.predict import QUANTILES
+
+    c = make()
+    _post(c, rows(-13, -1))
+    svc = c.service
+    m = svc.models["gru"]
+    r = m.forecast_from_store(svc.store)
+    current = svc.forecast_bytes(m, {**r, "cached": True, "pending": False}, QUANTILES)
+    derived = svc.forecast_bytes(m, {**r, "cached": True, "pending": True}, QUANTILES)  # from the kept one
+    svc.bodies = type(svc.bodies)()  # nothing kept: encoded from the forecast itself
+    fresh = svc.forecast_bytes(m, {**r, "cached": True, "pending": True}, QUANTILES)
+    assert json.loads(derived) == json.loads(fresh) and json.loads(fresh)["pending"] is True
+    assert {**json.loads(current), "pending": True} == json.loads(fresh)

@@ -31,6 +31,8 @@ that allows scripts from this service's ``/static`` files only (no inline script
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -527,6 +529,7 @@ class Service:
         self.nodes = set(first.node_ids)
         self.covariates = sorted({c for m in self.models.values() for c in m.covariates})
         self.bodies = _EncodedBodies()
+        self._scored_at: dict[str, float] = {}  # model -> monotonic time of the issuer's last scores refresh
         self._pending = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -636,14 +639,27 @@ class Service:
 
     def _issue_loop(self) -> None:
         while not self._stop.is_set():
-            self._pending.wait(timeout=5)
+            self._pending.wait(timeout=SCORES_EVERY)
             if self._stop.is_set():
                 return
             if not self._pending.is_set():
+                self.refresh_scores()  # quiet: scores that the last burst left stale are brought up to date
                 continue
             self._stop.wait(self.settle)  # let a burst of batches settle into one forecast
             self._pending.clear()
             self.issue_all()
+
+    def refresh_scores(self) -> None:
+        """Recompute each model's kept live scores where the store changed since, at most every
+        :data:`SCORES_EVERY` seconds per model (the scoring query grows with the store; forecasts do not)."""
+        for m in self.models.values():
+            if time.monotonic() - self._scored_at.get(m.name, -math.inf) < SCORES_EVERY:
+                continue
+            try:
+                self.scorer.scores(m, refresh=True)
+                self._scored_at[m.name] = time.monotonic()
+            except Exception:  # the next refresh tries again; the error is logged
+                log.exception("scores of %s failed", m.name)
 
     def issue_all(self) -> int:
         """Compute (or take from memory) every model's forecast of the store's current window, then refresh
@@ -655,17 +671,16 @@ class Service:
                 r = self.forecast(m, compute=True)
                 if not r["cached"]:
                     self.metrics.forecast(m.name, r["compute_ms"] / 1000, False)
-                    # the answer every reader of the whole forecast gets, encoded once here, off their path
-                    self.forecast_bytes(m, {**r, "cached": True}, QUANTILES)
+                    # the answer every reader of the whole forecast gets, encoded once here, off their path: as
+                    # the current forecast, and as the newest one while a newer window awaits (under load)
+                    for pending in (False, True):
+                        self.forecast_bytes(m, {**r, "cached": True, "pending": pending}, QUANTILES)
                 n += 1
             except NotEnoughHistory:
                 pass
             except Exception:  # keep issuing for the other models; the error is logged
                 log.exception("forecast of %s failed", m.name)
-            try:
-                self.scorer.scores(m, refresh=True)
-            except Exception:
-                log.exception("scores of %s failed", m.name)
+        self.refresh_scores()
         return n
 
     def forecast_bytes(self, m: ServedModel, res: dict, quantiles, nodes=None, steps=None, fmt: str = "json",
@@ -677,6 +692,10 @@ class Service:
                tuple(nodes or ()), tuple(steps or ()), fmt, geometry)
 
         def encode() -> bytes:
+            if res["pending"] and fmt == "json":  # the same answer but for its flag, when kept: one replace
+                current = self.bodies.peek((*key[:4], False, *key[5:]))
+                if current is not None:
+                    return current.replace(b'"pending":false', b'"pending":true', 1)  # the top-level field
             body = forecast_body(m, res, quantiles, nodes, steps)
             if fmt == "geojson":
                 body = geojson_body(m, body, lon_lat(m), geometry)
@@ -943,6 +962,10 @@ def _lifespan(service: Service):
 
     @asynccontextmanager
     async def lifespan(app):
+        # everything loaded so far (models, libraries) lives as long as the service: out of the collector's
+        # sight, so that its full collections stay short and no request waits ~100s of ms behind one
+        gc.collect()
+        gc.freeze()
         service.start()
         try:
             yield
@@ -991,18 +1014,30 @@ def _json_refusal(status: int, detail: str) -> tuple[dict, dict]:
             {"type": "http.response.body", "body": body})
 
 
+#: The issuer refreshes a model's live scores at most this often (seconds); reads answer the kept ones.
+SCORES_EVERY = 5.0
+
+#: Ingest batches processed at once (see :class:`_Gate`).
+WRITES_AT_ONCE = 2
+
+
 class _Gate:
     """The outermost layer of the app (plain ASGI), before anything reads a body:
 
     * a write route without the right ``X-API-Key`` is refused (401) before a byte of its body is read;
     * a body is counted while it streams (``Content-Length`` or chunked): over ``max_body`` bytes it is
       refused (413) and the rest is never read; under it, the route reads it from memory;
-    * every answer gets :data:`SECURITY_HEADERS`; every request is counted and timed by route template.
+    * every answer gets :data:`SECURITY_HEADERS`; every request is counted and timed by route template;
+    * ingest batches are admitted :data:`WRITES_AT_ONCE` at a time (the others wait, without a thread and
+      without parsing their body): the store takes one write at a time anyway, and a crowd of writers
+      parsing and validating batches in threads would take the interpreter from every read; so reads
+      stay fast however many clients write.
     """
 
     def __init__(self, app, service: Service):
         self.app, self.service = app, service
         self.max_body = service.max_batch * 1024 + 65536
+        self.writes = asyncio.Semaphore(WRITES_AT_ONCE)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -1041,7 +1076,11 @@ class _Gate:
             return await receive()
 
         try:
-            await self.app(scope, replay, send_secured)
+            if method == "POST" and path == "/v1/observations":
+                async with self.writes:
+                    await self.app(scope, replay, send_secured)
+            else:
+                await self.app(scope, replay, send_secured)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.service.metrics.request(route, method, status[0], time.perf_counter() - t0)
@@ -1296,18 +1335,32 @@ class _EncodedBodies:
     def __init__(self, size: int = 64):
         self.size = size
         self._bodies: dict = {}  # insertion order: oldest first
+        self._flights: dict = {}  # key -> the lock of the one encoding in progress
         self._lock = threading.Lock()
 
+    def peek(self, key) -> bytes | None:
+        """The body kept for ``key``, or None."""
+        with self._lock:
+            return self._bodies.get(key)
+
     def get(self, key, encode: Callable[[], bytes]) -> bytes:
-        """The body kept for ``key``, else ``encode()`` (kept)."""
+        """The body kept for ``key``, else ``encode()`` (kept); concurrent requests for one key encode it once
+        (the others wait for that body rather than each encoding it)."""
         with self._lock:
             body = self._bodies.get(key)
-        if body is None:
-            body = encode()
+            if body is not None:
+                return body
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:
             with self._lock:
-                self._bodies[key] = body
-                while len(self._bodies) > self.size:
-                    self._bodies.pop(next(iter(self._bodies)))
+                body = self._bodies.get(key)
+            if body is None:
+                body = encode()
+                with self._lock:
+                    self._bodies[key] = body
+                    while len(self._bodies) > self.size:
+                        self._bodies.pop(next(iter(self._bodies)))
+                    self._flights.pop(key, None)
         return body
 
 
