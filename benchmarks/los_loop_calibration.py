@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--run", default=str(HERE / "results" / "runs" / "los_loop_converged" / "stmgt" / "seed0"))
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
-    run = Path(a.run)
+    run = Path(os.path.relpath(a.run))  # as the tables show it
     if not (run / "model.safetensors").exists():
         raise SystemExit(f"{run}: no trained run; train it with the command in results/los_loop_converged.md")
     cfg = TrainedRun(run).config()
