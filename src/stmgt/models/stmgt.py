@@ -29,6 +29,11 @@ class STMGTConfig(SpatioTemporalConfig):
     name: Literal["stmgt"] = "stmgt"
     window_embedding: bool = False
     """Add to every step a linear embedding of the road's whole history window (STID's series embedding)."""
+    decoder: Literal["projection", "flat"] = "flat"
+    """From history to horizon steps. STMGT's default is ``flat`` (each horizon step read out of the road's whole
+    flattened history, STAEformer's output layer), which validation prefers on Los-loop at the design size
+    (``benchmarks/results/los_loop_ablation.md``: 2.866 vs 2.887 mph, 3.21 vs 3.36 at 60 minutes);
+    ``projection`` is the shared mix of history steps (STMamba's default)."""
     adaptive_embedding: bool = False
     """Add a learned vector per (history step, road) to the input embedding: STAEformer's spatio-temporal
     adaptive embedding (Liu et al., CIKM 2023)."""
