@@ -181,9 +181,10 @@ class TrainedRun(Run):
     def forecaster(self, graph: tuple | None = None, calibrated: bool = True) -> Forecaster:
         """The run's :class:`Forecaster`: its model, target scaler, graph (``graph.npz``, or ``graph`` given
         as ``(edge_index, edge_weight)`` arrays) and, with ``calibrated``, its stored calibration."""
+        model = self.model()  # first: it checks the files against the manifest (a damaged graph.npz is named so)
         ei, ew = graph if graph is not None else self.graph()
         scaler, _ = self.scalers()
-        return Forecaster(self.model(), scaler.target_loc, scaler.target_scale,
+        return Forecaster(model, scaler.target_loc, scaler.target_scale,
                           torch.as_tensor(np.asarray(ei), dtype=torch.long),
                           None if ew is None else torch.as_tensor(np.asarray(ew), dtype=torch.float32),
                           self.calibrator() if calibrated else None)
