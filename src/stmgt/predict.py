@@ -342,6 +342,10 @@ def forecast_distribution(run: TrainedRun, panel: Panel, stream: bool = False) -
         return run.forecaster(graph=_graph(run, panel)).forecast(batch, stream=stream)
 
 
+#: The columns of a forecast table before its quantile columns.
+ROW_COLUMNS = ("issued_at", "timestamp", "step", "node_id", "mean", "std")
+
+
 def distribution_table(dist: GaussianMixture, panel: Panel, interval_minutes: float,
                        quantiles=QUANTILES) -> pd.DataFrame:
     """The rows of :func:`forecast_table` from the forecast mixture ``dist [1, H, N]`` of the steps after ``panel``."""

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from stmgt.config import Config, load_config
+from stmgt.data.panel import day_classes
 from stmgt.data.windows import PanelData, Scaler
 from stmgt.errors import RunError
 from stmgt.models.base import ForecastModel
@@ -83,8 +84,6 @@ def steps_per_day(interval_minutes: float) -> int:
 
 def training_day_classes(data: PanelData) -> tuple[int, ...]:
     """:func:`~stmgt.data.panel.day_classes` of the days in the training split (recorded in ``data.json``)."""
-    from stmgt.data.panel import day_classes
-
     lo, hi = data.bounds["train"]
     return day_classes(data.panel.calendar()[1][lo:hi])
 

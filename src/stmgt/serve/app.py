@@ -1355,12 +1355,15 @@ class _EncodedBodies:
             with self._lock:
                 body = self._bodies.get(key)
             if body is None:
-                body = encode()
-                with self._lock:
-                    self._bodies[key] = body
-                    while len(self._bodies) > self.size:
-                        self._bodies.pop(next(iter(self._bodies)))
-                    self._flights.pop(key, None)
+                try:
+                    body = encode()
+                    with self._lock:
+                        self._bodies[key] = body
+                        while len(self._bodies) > self.size:
+                            self._bodies.pop(next(iter(self._bodies)))
+                finally:
+                    with self._lock:
+                        self._flights.pop(key, None)  # also when encoding failed: the next request tries again
         return body
 
 

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from stmgt.errors import DataError, RunError, StmgtError
 from stmgt.forecaster import TrainedRun
@@ -29,6 +30,7 @@ from stmgt.paths import sha256_file
 from stmgt.predict import (
     MIN_COVERAGE,
     QUANTILES,
+    ROW_COLUMNS,
     distribution_table,
     forecast_distribution,
     panel_from_frame,
@@ -36,6 +38,11 @@ from stmgt.predict import (
 )
 from stmgt.serve.store import STORED_QUANTILES, Store, from_seconds, to_seconds
 from stmgt.serve.trust import road_status
+
+
+def _now() -> pd.Timestamp:
+    """The server's UTC wall clock in whole seconds (naive), as answers report ``issued_at``."""
+    return pd.Timestamp.now("UTC").floor("s").tz_localize(None)
 
 
 class NotEnoughHistory(StmgtError):
@@ -208,10 +215,11 @@ class ServedModel:
             extra = [q for q in qs if q not in self.kept_quantiles]
             table = base.drop(columns=[quantile_column(q) for q in self.kept_quantiles if q not in qs])
             if extra:
-                more = distribution_table(entry["dist"], entry["panel"], self.meta["interval_minutes"], extra)
-                for q in extra:
-                    table[quantile_column(q)] = more[quantile_column(q)].to_numpy()
-            table = table[[*table.columns[:6], *[quantile_column(q) for q in qs]]]
+                with torch.no_grad():
+                    more = entry["dist"].icdf(torch.tensor(extra))[0].numpy()  # [H, N, Q]: rows step-major
+                for i, q in enumerate(extra):
+                    table[quantile_column(q)] = more[..., i].reshape(-1)
+            table = table[[*ROW_COLUMNS, *[quantile_column(q) for q in qs]]]
             with self._cache_lock:
                 if len(entry["tables"]) < 16:
                     entry["tables"][qs] = table
@@ -251,7 +259,7 @@ class ServedModel:
         last = store.last_observed(self.node_ids, min(lo, end - 86400), end + self.interval_s)
         flagged = store.flagged_in(self.node_ids, lo, end + self.interval_s)
         entry = {"tables": {self.kept_quantiles: table}, "dist": dist, "panel": panel, "window_end": end,
-                 "issued_at": pd.Timestamp.now("UTC").floor("s").tz_localize(None), "compute_ms": ms, "seq": seq,
+                 "issued_at": _now(), "compute_ms": ms, "seq": seq,
                  "roads": self.roads(df, lo, end, last, flagged)}
         store.save_forecast(self.name, self.version, end, table, ms)
         with self._cache_lock:
@@ -273,8 +281,8 @@ class ServedModel:
         df = pd.DataFrame({"ts": secs, "node_id": rows["node_id"].astype(str).to_numpy()})
         last = df[df["ts"] < end + self.interval_s].groupby("node_id")["ts"].max().to_dict()
         df = df.assign(timestamp=pd.to_datetime(df["ts"], unit="s"))
-        return {"table": table, "window_end": end, "issued_at": pd.Timestamp.now("UTC").floor("s").tz_localize(None),
-                "compute_ms": ms, "cached": False, "pending": False, "roads": self.roads(df, lo, end, last, {})}
+        return {"table": table, "window_end": end, "issued_at": _now(), "compute_ms": ms, "cached": False,
+                "pending": False, "roads": self.roads(df, lo, end, last, {})}
 
     def roads(self, df: pd.DataFrame, lo: int, end: int, last: dict, flagged: dict) -> list[dict]:
         """Per road of the window ``[lo, end]``: the fraction of its steps observed, its newest reading (seconds),
