@@ -149,3 +149,22 @@ def test_window_embedding_is_refused_by_stmamba():
 def test_input_norm_off_removes_the_embedding_norm():
     m = build_model(model_config("stmgt", hidden=8, heads=2, blocks=1, input_norm=False), DataInfo(num_nodes=3))
     assert isinstance(m.embedding.norm, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("spatial_blocks, reach", [(0, 0), (1, 1), (2, 2), (None, 3)])
+def test_spatial_blocks_bound_how_many_hops_a_reading_travels(spatial_blocks, reach):
+    # a path graph 0-1-...-5: the flat decoder and the head are per road and weather is off, so a change to
+    # road 0's history reaches road k only through k graph-attention layers
+    torch.manual_seed(0)
+    N = 6
+    path = torch.tensor([[i for i in range(N - 1)] + [i + 1 for i in range(N - 1)],
+                         [i + 1 for i in range(N - 1)] + [i for i in range(N - 1)]])
+    m = build_model(model_config("stmgt", hidden=16, heads=2, blocks=3, spatial_blocks=spatial_blocks,
+                                 weather="none", fused_attention=False), DataInfo(num_nodes=N)).eval()
+    assert [b.spatial is not None for b in m.blocks] == [i < reach for i in range(3)]
+    b = make_batch(N=N)
+    a = m(b, path).mean
+    b.x = b.x.clone()
+    b.x[:, :, 0] += 1.0
+    changed = ((m(b, path).mean - a).abs() > 1e-6).flatten(0, 1).any(0)  # [N]
+    assert changed.tolist() == [k <= reach for k in range(N)]

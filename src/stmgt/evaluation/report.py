@@ -35,7 +35,7 @@ FIGURE_CAPTIONS = {
     "training": "Training curves: loss, validation MAE, learning rate",
     "error_by_time_of_day": "MAE of the forecast mean by time of day, model and baselines",
     "node_error_map": "MAE of the forecast mean by sensor",
-    "gate": "Spatial/temporal gate alpha of the last block over history steps and nodes",
+    "gate": "Spatial/temporal gate alpha of the last gated block over history steps and nodes",
 }
 FORECASTS_AT_STEP = "forecasts_step"
 """Figure keys ``forecasts_step12`` etc.: the forecast figure at one horizon step."""

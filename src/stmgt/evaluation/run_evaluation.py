@@ -192,7 +192,7 @@ def _figures(run: TrainedRun, data, res: dict, fc, baseline_fc: dict, forecaster
 
 
 def _gate(forecaster, data):
-    """Mean gate alpha of the last block over features for a few test windows: ``[T, N]``."""
+    """Mean gate alpha of the last gated block over features for a few test windows: ``[T, N]``."""
     import torch
 
     model = forecaster.model
@@ -203,8 +203,8 @@ def _gate(forecaster, data):
     try:
         with torch.no_grad():
             forecaster.uncalibrated(data.batch_at(starts))
-        gates = model.details.get("gate") or []
-        if not gates or gates[-1] is None:
+        gates = [g for g in model.details.get("gate") or [] if g is not None]  # blocks with a spatial branch
+        if not gates:
             return None
         return gates[-1].mean(dim=(0, 3)).numpy()  # [T, N]
     finally:

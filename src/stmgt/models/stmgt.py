@@ -34,6 +34,9 @@ class STMGTConfig(SpatioTemporalConfig):
     flattened history, STAEformer's output layer), which validation prefers on Los-loop at the design size
     (``benchmarks/results/los_loop_ablation.md``: 2.866 vs 2.887 mph, 3.21 vs 3.36 at 60 minutes);
     ``projection`` is the shared mix of history steps (STMamba's default)."""
+    spatial_blocks: int | None = Field(None, ge=0)
+    """Give only the first this many blocks the spatial branch (the others are the temporal branch alone,
+    with no gate): a reading then reaches roads at most this many hops away (None: every block)."""
     adaptive_embedding: bool = False
     """Add a learned vector per (history step, road) to the input embedding: STAEformer's spatio-temporal
     adaptive embedding (Liu et al., CIKM 2023)."""
@@ -75,9 +78,10 @@ class STMGT(ForecastModel):
         self.edge_weights = cfg.edge_weights  # GATv2 with edge_dim=1 (the fused kernels are then not used)
         self.embedding = InputEmbedding.from_config(cfg, info)
         self.blocks = nn.ModuleList(
-            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge, cfg.spatial, cfg.fused_attention,
+            STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge,
+                    cfg.spatial and (cfg.spatial_blocks is None or i < cfg.spatial_blocks), cfg.fused_attention,
                     edge_dim=1 if self.edge_weights else None, recompute_ffn=cfg.recompute_ffn)
-            for _ in range(cfg.blocks)
+            for i in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)
         self.keep_details = False
