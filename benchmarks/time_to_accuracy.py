@@ -19,12 +19,13 @@ Each part replaces its own section of the JSON and the table is rebuilt from bot
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from stmgt.run_folder import Run
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -107,7 +108,7 @@ def measure_steps(data: str, steps: int) -> list[dict]:
 def read_run(folder: Path) -> dict:
     info = json.loads((folder / "training.json").read_text())
     cfg = (folder / "config.yaml").read_text()
-    hist = list(csv.DictReader((folder / "history.csv").open()))
+    hist = Run(folder).history()
     secs = info["train_seconds"]
     per_epoch = secs / max(1, info["epochs"])
     return {"run": str(folder), **info, "seconds_to_best": per_epoch * (info["best_epoch"] or 0),

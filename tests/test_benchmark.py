@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from stmgt.cli import main
@@ -78,6 +79,9 @@ def test_benchmark_config_gives_each_model_its_own_settings_and_records_training
     assert main(argv) == 2  # a shared setting no model has: one-line error before anything trains
     run = json.loads((tmp_path / "tiny.json").read_text())["runs"]["gru/seed0"]
     assert run["epochs"] == 2 and run["stop_reason"] == "max_epochs" and run["best_epoch"] in (1, 2)
+    hist = pd.read_csv(tmp_path / "runs" / "tiny" / "gru" / "seed0" / "history.csv")  # the learning curve outlives
+    assert run["val_mae_by_epoch"] == pytest.approx(hist["val_mae"].tolist(), abs=1e-4)  # the run folder
+    assert run["lr_by_epoch"] == pytest.approx(hist["lr"].tolist())
     assert "--config " + str(cfg) in (tmp_path / "tiny.md").read_text()
 
 

@@ -84,6 +84,15 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"runs": {}}
 
 
+def curve(run) -> dict:
+    """``{"val_mae_by_epoch": [...], "lr_by_epoch": [...]}`` from a trained run's ``history.csv`` (kept in the
+    results JSON, so the learning curve outlives the run folder); {} for statistical models."""
+    hist = run.history()
+    if not hist:
+        return {}
+    return {"val_mae_by_epoch": [round(r["val_mae"], 4) for r in hist], "lr_by_epoch": [r["lr"] for r in hist]}
+
+
 def result_name(data: str, protocol: str = "standard", name: str | None = None) -> str:
     """Stem of the result files: ``name``, else the dataset folder's name (plus ``_<protocol>``)."""
     stem = Path(data).name if data != "synthetic" else "synthetic"
@@ -240,6 +249,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                           resume=resume, quiet=quiet, label=f"[{k}/{len(todo)}] {model} seed {seed}")
             metrics, _ = forecast_split(run.forecaster(calibrated=False), run.data(panel), split)
         metrics.update(run.training())  # epochs, best_epoch, stop_reason, train_seconds, ...
+        metrics.update(curve(run))
         metrics["seconds"] = time.perf_counter() - t0  # this invocation's training and test evaluation
         metrics.setdefault("train_seconds", metrics["seconds"])  # trained runs: every invocation's training
         with _locked(path):  # merge with runs other processes finished meanwhile

@@ -31,6 +31,7 @@ nothing in a run folder is unpickled.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -137,6 +138,16 @@ class Run:
         """``training.json`` of a trained model ({} for statistical models and older runs)."""
         p = self.dir / "training.json"
         return json.loads(p.read_text()) if p.is_file() else {}
+
+    def history(self) -> list[dict[str, float]]:
+        """``history.csv``: one dict per epoch (``epoch`` 0-based, ``train_loss``, ``train_nll``, ``val_mae``,
+        ``lr``; NaN where a value was not logged); [] for statistical models."""
+        p = self.dir / "history.csv"
+        if not p.is_file():
+            return []
+        with p.open() as f:
+            return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+                    for row in csv.DictReader(f)]
 
     def save_setup(self, cfg: Config, data: PanelData) -> None:
         """``config.yaml``, ``versions.json``, ``data.json`` and ``graph.npz`` of a run about to train."""

@@ -11,7 +11,6 @@ nominal, :func:`~stmgt.evaluation.report.evaluation_warnings` says so in one lin
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -27,15 +26,6 @@ from stmgt.forecaster import TrainedRun, data_info
 
 #: Roads drawn in the forecast figure, and the most windows (one day of 5-minute data) along its time axis.
 PLOT_ROADS, PLOT_WINDOWS = 4, 288
-
-
-def _history(run: TrainedRun) -> list[dict]:
-    p = run.dir / "history.csv"
-    if not p.is_file():
-        return []
-    with p.open() as f:
-        return [{k: (float(v) if v not in ("", None) else float("nan")) for k, v in row.items()}
-                for row in csv.DictReader(f)]
 
 
 def check_plot_step(step: int | None, horizon: int) -> int:
@@ -165,7 +155,7 @@ def _figures(run: TrainedRun, data, res: dict, fc, baseline_fc: dict, forecaster
         {lv / 100: res[f"coverage{lv}_by_step"] for lv in CHECKED_LEVELS}, fig / "coverage_by_step.png",
         step_minutes=minutes)
     out["pit"] = plots.plot_pit(res["pit_histogram"], fig / "pit.png")
-    hist = _history(run)
+    hist = run.history()
     if hist:
         best = run.training().get("best_epoch")
         out["training"] = plots.plot_training_curves(hist, fig / "training.png", units, best_epoch=best)
