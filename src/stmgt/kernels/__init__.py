@@ -2,9 +2,10 @@
 
 Each kernel has a plain-PyTorch implementation that it is tested against; nothing requires a
 kernel. :func:`selective_scan_extension` builds ``selective_scan.cpp`` (the Mamba recurrence,
-forward and backward, fused per sequence) and :func:`graph_attention_extension` builds
-``graph_attention.cpp`` (GATv2's edge scores and weighted sums without edge-sized features),
-each with ``torch.utils.cpp_extension.load``: it needs
+forward and backward, fused per sequence), :func:`graph_attention_extension` builds
+``graph_attention.cpp`` (GATv2's edge scores and weighted sums without edge-sized features) and
+:func:`gelu_dropout_extension` builds ``gelu_dropout.cpp`` (a feed-forward's GELU and dropout in one
+pass, its mask a hash of a seed), each with ``torch.utils.cpp_extension.load``: it needs
 ``g++`` (or the compiler in ``$CXX``) and ``ninja`` and takes about a minute once; the library
 is cached under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) under a name
 that hashes the source, the flags and this CPU's instruction-set flags, so a changed source or a
@@ -116,3 +117,14 @@ def graph_attention_extension():
             fallback (``model.fused_attention: false``).
     """
     return _build("graph_attention", "graph-attention", "model.fused_attention: false")
+
+
+@lru_cache(maxsize=1)
+def gelu_dropout_extension():
+    """The compiled GELU + dropout kernels (``forward``, ``backward``), built once per machine.
+
+    Raises:
+        ConfigError: the kernel cannot be built here; the message names the cause and the
+            fallback (``model.fused_ffn: false``).
+    """
+    return _build("gelu_dropout", "GELU-dropout", "model.fused_ffn: false")

@@ -43,6 +43,10 @@ class STMGTConfig(SpatioTemporalConfig):
     fused_attention: bool = True
     """GATv2's edge operations in compiled CPU kernels (:mod:`stmgt.kernels`): the same numbers with
     only node-level features kept (3.5x faster graph attention at 207 roads; False: plain PyTorch)."""
+    fused_ffn: bool = True
+    """The temporal feed-forward's GELU and dropout in one compiled CPU pass, its dropout mask a hash of a
+    seed (:class:`~stmgt.nn.layers.gelu_dropout.GeluDropout`): the same operation, other random masks, one
+    pass over the block's largest tensor instead of five (False: ``nn.GELU`` and a separate dropout)."""
     checkpoint: bool = False
     """Recompute each block's activations in the backward pass (less memory, ~1/3 more time): large graphs."""
     recompute_ffn: bool = False
@@ -80,7 +84,8 @@ class STMGT(ForecastModel):
         self.blocks = nn.ModuleList(
             STBlock(cfg.hidden, cfg.heads, cfg.dropout, cfg.drop_edge,
                     cfg.spatial and (cfg.spatial_blocks is None or i < cfg.spatial_blocks), cfg.fused_attention,
-                    edge_dim=1 if self.edge_weights else None, recompute_ffn=cfg.recompute_ffn)
+                    edge_dim=1 if self.edge_weights else None, recompute_ffn=cfg.recompute_ffn,
+                    fused_ffn=cfg.fused_ffn)
             for i in range(cfg.blocks)
         )
         self.decoder = ForecastDecoder(cfg, info)

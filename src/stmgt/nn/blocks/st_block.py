@@ -23,6 +23,8 @@ class STBlock(nn.Module):
             ``edge_dim``).
         recompute_ffn: recompute the temporal feed-forward's hidden activations in backward
             (default False; see :class:`~stmgt.nn.blocks.temporal_branch.TemporalBranch`).
+        fused_ffn: the temporal feed-forward's GELU and dropout in one compiled CPU pass (default True;
+            see :class:`~stmgt.nn.blocks.temporal_branch.TemporalBranch`).
         edge_dim: edge attribute size of the spatial attention, or None (default): no edge
             features. ``edge_dim=1`` reads the graph's edge weights.
 
@@ -35,11 +37,11 @@ class STBlock(nn.Module):
 
     def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, drop_edge: float = 0.05,
                  spatial: bool = True, fused: bool = True, edge_dim: int | None = None,
-                 recompute_ffn: bool = False):
+                 recompute_ffn: bool = False, fused_ffn: bool = True):
         super().__init__()
         self.spatial = (SpatialBranch(hidden, heads, dropout, drop_edge, fused=fused, edge_dim=edge_dim)
                         if spatial else None)
-        self.temporal = TemporalBranch(hidden, heads, dropout, recompute_ffn=recompute_ffn)
+        self.temporal = TemporalBranch(hidden, heads, dropout, recompute_ffn=recompute_ffn, fused_ffn=fused_ffn)
         self.fusion = GatedFusion(hidden) if spatial else None
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,

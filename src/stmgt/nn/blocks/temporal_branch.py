@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from stmgt.nn.layers.dropout import FastDropout, fast_dropout
+from stmgt.nn.layers.dropout import fast_dropout
+from stmgt.nn.layers.gelu_dropout import GeluDropout
 from stmgt.nn.layers.positional_encoding import PositionalEncoding
 
 
@@ -28,17 +29,23 @@ class TemporalBranch(nn.Module):
             ``[B*N, T, 4D]`` activations in the backward pass (default False): the same numbers (the
             dropout's random state is replayed) for a second ``Linear(D, 4D)`` and GELU, and three
             ``[B*N, T, 4D]`` tensors fewer held per block (0.5 GB at 207 roads, batch 32, bf16).
+        fused_ffn: the feed-forward's GELU and dropout in one compiled CPU pass
+            (:class:`~stmgt.nn.layers.gelu_dropout.GeluDropout`; default True; False: ``nn.GELU`` and
+            :class:`~stmgt.nn.layers.dropout.FastDropout`). The same operation with other random masks.
 
     Shapes: ``[B, T, N, D] -> [B, T, N, D]``.
     """
 
-    def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, recompute_ffn: bool = False):
+    def __init__(self, hidden: int = 96, heads: int = 4, dropout: float = 0.2, recompute_ffn: bool = False,
+                 fused_ffn: bool = True):
         super().__init__()
         self.heads, self.dropout, self.recompute_ffn = heads, dropout, recompute_ffn
         self.pos = PositionalEncoding(hidden)
         self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        # four entries, as nn.Sequential(Linear, GELU, Dropout, Linear) numbers its weights
         self.ffn = nn.Sequential(
-            nn.Linear(hidden, 4 * hidden), nn.GELU(), FastDropout(dropout), nn.Linear(4 * hidden, hidden)
+            nn.Linear(hidden, 4 * hidden), GeluDropout(dropout, fused=fused_ffn), nn.Identity(),
+            nn.Linear(4 * hidden, hidden)
         )
         self.norm1 = nn.LayerNorm(hidden)
         self.norm2 = nn.LayerNorm(hidden)
