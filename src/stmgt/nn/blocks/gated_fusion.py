@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -25,6 +26,9 @@ class GatedFusion(nn.Module):
         self.gate = nn.Linear(2 * hidden, hidden)
 
     def forward(self, spatial: Tensor, temporal: Tensor, return_attention: bool = False):
-        alpha = torch.sigmoid(self.gate(torch.cat([spatial, temporal], dim=-1)))  # [B, T, N, D]
+        # W [s || t] + b as W_s s + W_t t + b: the same map without the [B, T, N, 2D] concatenation
+        D = spatial.shape[-1]
+        w = self.gate.weight  # [D, 2D]
+        alpha = torch.sigmoid(F.linear(spatial, w[:, :D], self.gate.bias) + F.linear(temporal, w[:, D:]))
         fused = temporal + alpha * (spatial - temporal)
         return (fused, alpha) if return_attention else fused
