@@ -129,6 +129,11 @@ class TrainConfig(_Section):
     entropy_reg: float = Field(0.001, ge=0)
     mae_weight: float = Field(0.0, ge=0)
     """Add this times the masked MAE of the mixture mean (scaled units) to the loss (0: the design's loss)."""
+    dequantize: float = Field(0.0, ge=0)
+    """Add uniform noise of this width (data units) to the training targets (0: none). For integer counts,
+    width 1 is the dequantisation of a density model (Theis et al., "A note on the evaluation of generative
+    models", ICLR 2016): without it a mixture can drive its NLL down without bound by narrowing onto exact
+    integers (the zeros of sparse counts), which says nothing about forecasting them."""
     seed: int = 0
     devices: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"

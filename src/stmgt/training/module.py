@@ -90,7 +90,10 @@ class ForecastTask(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         dist = self.model(batch, self.edge_index, self.edge_weight)
-        y = (batch.y - self.loc) / self.scale
+        y = batch.y
+        if self.cfg.dequantize:  # uniform on [y - w/2, y + w/2): integer counts become a density's support
+            y = y + (torch.rand_like(y) - 0.5) * self.cfg.dequantize
+        y = (y - self.loc) / self.scale
         loss, parts = mixture_loss(dist, y, batch.y_mask, self.cfg.var_reg, self.cfg.entropy_reg, self.cfg.mae_weight)
         self._check_finite(loss, batch_idx)
         n = batch.y.shape[0]
