@@ -89,3 +89,23 @@ def test_the_unfused_path_is_gelu_then_dropout():
     keep = y != 0
     torch.testing.assert_close(y, F.gelu(x) * keep / 0.75)
     assert abs((~keep).double().mean().item() - 0.25) < 0.03
+
+
+def test_without_a_compiler_it_warns_once_and_uses_pytorch(monkeypatch):
+    import stmgt.kernels
+    from stmgt.errors import ConfigError
+    from stmgt.nn.layers import gelu_dropout as mod
+
+    def broken():
+        raise ConfigError("the compiled GELU-dropout could not be built (no g++)")
+
+    monkeypatch.setattr(stmgt.kernels, "gelu_dropout_extension", broken)
+    mod.fused_kernel_available.cache_clear()
+    try:
+        x = torch.rand(5000) + 0.1
+        with pytest.warns(UserWarning, match="no g\\+\\+.*PyTorch's GELU and dropout"):
+            y = gelu_dropout(x, 0.2)
+        keep = y != 0
+        torch.testing.assert_close(y, F.gelu(x) * keep / 0.8)
+    finally:
+        mod.fused_kernel_available.cache_clear()

@@ -8,16 +8,34 @@ backward pass. :class:`GeluDropout` does the same operation in one pass forward 
 element's index clears ``p`` (exact to ``2^-32``), so only the seed is stored and the mask is
 recomputed in backward. The seed is drawn from torch's default generator, so ``torch.manual_seed``
 fixes the masks and activation checkpointing replays them. Off the CPU, in evaluation, and with
-``p = 0`` it is exactly ``F.gelu`` followed by ``F.dropout``.
+``p = 0`` it is exactly ``F.gelu`` followed by ``F.dropout``; where the kernel cannot be built (no C++
+compiler) it warns once and uses them.
 """
 
 from __future__ import annotations
+
+import warnings
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stmgt.errors import ConfigError
 from stmgt.nn.layers.dropout import fast_dropout
+
+
+@lru_cache(maxsize=1)
+def fused_kernel_available() -> bool:
+    """Whether the compiled GELU-dropout kernel can be used here (built once; a warning if not)."""
+    from stmgt.kernels import gelu_dropout_extension
+
+    try:
+        gelu_dropout_extension()
+        return True
+    except ConfigError as e:
+        warnings.warn(f"{e}; using PyTorch's GELU and dropout", stacklevel=2)
+        return False
 
 
 class _GeluDropout(torch.autograd.Function):
@@ -45,7 +63,8 @@ def gelu_dropout(x: Tensor, p: float, training: bool = True, fused: bool = True)
     others scaled by ``1 / (1 - p)``; one compiled pass on the CPU in training when ``fused``."""
     if not training or p <= 0:
         return F.gelu(x)
-    if fused and x.device.type == "cpu" and p < 1 and x.dtype in (torch.float32, torch.float64, torch.bfloat16):
+    if (fused and x.device.type == "cpu" and p < 1 and x.dtype in (torch.float32, torch.float64, torch.bfloat16)
+            and fused_kernel_available()):
         seed = int(torch.randint(0, 2**62, (1,)).item())  # from the default generator: seeded and replayable
         return _GeluDropout.apply(x, p, seed)
     return fast_dropout(F.gelu(x), p, training)
