@@ -90,7 +90,10 @@ def curve(run) -> dict:
     hist = run.history()
     if not hist:
         return {}
-    return {"val_mae_by_epoch": [round(r["val_mae"], 4) for r in hist], "lr_by_epoch": [r["lr"] for r in hist]}
+    def num(v: float, digits: int = 12):  # JSON has no NaN: an epoch that logged no value is null
+        return None if v != v else round(v, digits)
+
+    return {"val_mae_by_epoch": [num(r["val_mae"], 4) for r in hist], "lr_by_epoch": [num(r["lr"]) for r in hist]}
 
 
 def result_name(data: str, protocol: str = "standard", name: str | None = None) -> str:
