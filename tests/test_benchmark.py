@@ -52,6 +52,13 @@ def test_benchmark_leaves_a_run_another_process_holds_and_merges_results(tmp_pat
     assert "--models other --seeds 1" in md and "--models last_value --seeds 2" in md
     other = next(line for line in md.splitlines() if line.startswith("| other (n=1) |"))
     assert "1.00" in other and "±" not in other
+    # notes kept by hand in the JSON survive further runs and end the table
+    res = json.loads((tmp_path / "par.json").read_text())
+    (tmp_path / "par.json").write_text(json.dumps({**res, "notes": ["other/seed0 was stopped by hand."]}))
+    assert main(argv[:4] + ["3"] + argv[5:]) == 0  # a third seed is trained and recorded
+    res = json.loads((tmp_path / "par.json").read_text())
+    assert "last_value/seed2" in res["runs"] and res["notes"] == ["other/seed0 was stopped by hand."]
+    assert (tmp_path / "par.md").read_text().endswith("## Notes\n\n- other/seed0 was stopped by hand.\n")
 
 
 @pytest.mark.slow

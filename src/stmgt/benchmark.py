@@ -255,14 +255,18 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
         metrics.update(curve(run))
         metrics["seconds"] = time.perf_counter() - t0  # this invocation's training and test evaluation
         metrics.setdefault("train_seconds", metrics["seconds"])  # trained runs: every invocation's training
-        with _locked(path):  # merge with runs other processes finished meanwhile
-            res["runs"] = {**_read(path)["runs"], key: metrics}
+        with _locked(path):  # merge with runs other processes finished meanwhile (and notes added by hand)
+            disk = _read(path)
+            res["runs"] = {**disk["runs"], key: metrics}
+            res["notes"] = disk.get("notes", [])
             path.write_text(json.dumps(res, indent=1))
         if not quiet:
             notice(f"[{k}/{len(todo)}] {key}: {split} MAE avg {metrics['mae']['avg']:.3f}"
                    f" ({duration(metrics['train_seconds'])})", sys.stdout)
     with _locked(path):
-        res["runs"] = {**res["runs"], **_read(path)["runs"]}
+        disk = _read(path)
+        res["runs"] = {**res["runs"], **disk["runs"]}
+        notes = disk.get("notes", res.get("notes", []))
     rows = {}
     for key, m in res["runs"].items():
         rows.setdefault(key.split("/")[0], []).append(m)
@@ -282,5 +286,7 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
           metrics_table_markdown(rows, horizons=horizons), "",
           probabilistic_table_markdown(rows), "", training_table_markdown(res["runs"]), "",
           "Regenerate: " + "; then ".join(commands) + "."]
+    if notes:  # the results JSON's "notes": sentences kept by hand (runs stopped by hand, caveats)
+        md += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     return res
