@@ -35,30 +35,47 @@ def _moments(s: np.ndarray, s2: np.ndarray, n: np.ndarray, min_count: int) -> tu
     return mean, np.sqrt(np.maximum(var, 0.0))
 
 
-def weekly_profile(data, steps_per_day: int, min_count: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Per road, the mean and sample std of its observed training readings (scaled units) at every day of
-    week ``d`` and time-of-day slot ``s``: ``(mean, std)``, each ``float64 [7, S, N]``.
+def weekly_sums(data, steps_per_day: int, day_classes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per road, the sum, sum of squares and count of its observed training readings (scaled units) at every
+    day of week ``d`` and time-of-day slot ``s``: each ``float64 [7, S, N]``.
 
-    Where ``(d, s)`` holds no reading the mean falls back to slot ``s`` over all days, then to the road's
-    mean (0 for a road never observed); the std likewise, each level needing ``min_count`` readings (the
-    road level: two; 1 for a road without two readings).
+    With ``day_classes`` (the category of each weekday, Monday first; see
+    :func:`~stmgt.data.panel.day_classes`) the days of one category are pooled: every row of a category holds
+    the category's sums (Los-loop's unseen Tuesday is then read from the training weekdays, not left empty).
     """
     lo, hi = data.bounds["train"]
     z, m = training_series(data)  # [T_train, N]
     tod, dow = data.panel.calendar()
     S = steps_per_day
-    key = torch.from_numpy(dow[lo:hi] * S + tod_slot(tod[lo:hi], S))  # [T_train] in 0..7S-1
+    classes = np.asarray(range(7) if day_classes is None else day_classes, dtype=np.int64)
+    key = torch.from_numpy(classes[dow[lo:hi]] * S + tod_slot(tod[lo:hi], S))  # [T_train]
     zm = torch.from_numpy(z * m)
     mf = torch.from_numpy(m.astype(np.float64))
+    rows = torch.from_numpy(classes)
 
     def sums(a: torch.Tensor) -> np.ndarray:
         out = torch.zeros(7 * S, a.shape[1], dtype=torch.float64).index_add_(0, key, a)
-        return out.view(7, S, -1).numpy()  # [7*S, N] -> [7, S, N]
+        return out.view(7, S, -1)[rows].numpy()  # [7*S, N] -> [7, S, N], each day its category's row
 
-    s, s2, n = sums(zm), sums(zm * zm), sums(mf)  # each [7, S, N]
+    return sums(zm), sums(zm * zm), sums(mf)
+
+
+def weekly_profile(data, steps_per_day: int, min_count: int = 2, day_classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per road, the mean and sample std of its observed training readings (scaled units) at every day of
+    week ``d`` and time-of-day slot ``s``: ``(mean, std)``, each ``float64 [7, S, N]``.
+
+    Where ``(d, s)`` holds no reading the mean falls back to slot ``s`` over all days, then to the road's
+    mean (0 for a road never observed); the std likewise, each level needing ``min_count`` readings (the
+    road level: two; 1 for a road without two readings). ``day_classes`` pools days as in :func:`weekly_sums`.
+    """
+    s, s2, n = weekly_sums(data, steps_per_day, day_classes)  # each [7, S, N]
+    if day_classes is not None:  # the slot level counts every training reading once, not once per day of its class
+        s0, s02, n0 = weekly_sums(data, steps_per_day)
+    else:
+        s0, s02, n0 = s, s2, n
     mean_ds, std_ds = _moments(s, s2, n, min_count)
-    mean_s, std_s = _moments(s.sum(0), s2.sum(0), n.sum(0), min_count)  # [S, N]
-    mean_n, std_n = _moments(s.sum((0, 1)), s2.sum((0, 1)), n.sum((0, 1)), 2)  # [N]
+    mean_s, std_s = _moments(s0.sum(0), s02.sum(0), n0.sum(0), min_count)  # [S, N]
+    mean_n, std_n = _moments(s0.sum((0, 1)), s02.sum((0, 1)), n0.sum((0, 1)), 2)  # [N]
     mean_n = np.nan_to_num(mean_n, nan=0.0)
     std_n = np.nan_to_num(std_n, nan=1.0)
     mean = np.where(np.isnan(mean_ds), np.where(np.isnan(mean_s), mean_n, mean_s), mean_ds)

@@ -1,5 +1,7 @@
 """The shared forecast decoder's anchors: the last reading, and its learned blend with the weekly profile."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -20,13 +22,14 @@ def _stmgt(data, **kw):
 
 
 def _weekly_means_by_pandas(panel, data):
-    """The oracle: each road's mean scaled training reading per (day of week, 5-minute slot), by pandas."""
+    """The oracle: each road's mean scaled training reading per (day category, 5-minute slot), by pandas; the
+    categories of the days the training split holds (this panel's Monday to Wednesday: one)."""
     lo, hi = data.bounds["train"]
     ts = pd.DatetimeIndex(panel.timestamps[lo:hi])
     z = (panel.values[lo:hi, :, 0] - data.scaler.target_loc) / data.scaler.target_scale
     df = pd.DataFrame(np.where(panel.mask[lo:hi, :, 0], z, np.nan))
-    key = [ts.dayofweek, ts.hour * 12 + ts.minute // 5]
-    return df.groupby(key).mean()  # (dow, slot) -> [N]
+    key = [np.asarray(data_info(data).day_classes)[ts.dayofweek], ts.hour * 12 + ts.minute // 5]
+    return df.groupby(key).mean()  # (category, slot) -> [N]
 
 
 def test_seasonal_anchor_is_the_weekly_profile_or_the_last_reading_by_its_gate(tiny_panel):
@@ -44,7 +47,7 @@ def test_seasonal_anchor_is_the_weekly_profile_or_the_last_reading_by_its_gate(t
     for b, s in enumerate((300, 420)):
         for h in range(6):
             t = pd.Timestamp(tiny_panel.timestamps[s + 12 + h])
-            want = oracle.loc[(t.dayofweek, t.hour * 12 + t.minute // 5)].to_numpy()
+            want = oracle.loc[(data_info(data).day_classes[t.dayofweek], t.hour * 12 + t.minute // 5)].to_numpy()
             got = seasonal[b, h].numpy()
             ok = ~np.isnan(want)
             assert np.allclose(got[ok], want[ok], atol=1e-4)
@@ -65,6 +68,47 @@ def test_training_sets_the_profile_and_the_run_keeps_it(tiny_panel, tmp_path):
     data = run.data(tiny_panel)
     oracle = _weekly_means_by_pandas(tiny_panel, data)
     profile = run.model().decoder.profile  # read back from model.safetensors
-    for (d, s), row in oracle.iterrows():
+    classes = data_info(data).day_classes
+    for (c, s), row in oracle.iterrows():
         ok = ~row.isna().to_numpy()
-        assert np.allclose(profile[d, s].numpy()[ok], row.to_numpy()[ok], atol=1e-4)
+        for d in (d for d in range(7) if classes[d] == c):  # every day of the category
+            assert np.allclose(profile[d, s].numpy()[ok], row.to_numpy()[ok], atol=1e-4)
+
+
+def test_while_training_the_profile_leaves_out_the_forecast_steps_own_reading(tiny_panel):
+    """A training target's own reading is part of the training profile (all of it where its day of week occurs
+    once): while training the anchor reads the profile without it; evaluation reads the whole profile."""
+    data = PanelData(tiny_panel, 12, 6)
+    info = data_info(data)
+    model = _stmgt(data, anchor_seasonal=True, dropout=0.0, drop_edge=0.0)
+    model.prepare(data)
+    lo, hi = data.bounds["train"]
+    ts = pd.DatetimeIndex(tiny_panel.timestamps)
+    z = (tiny_panel.values[:, :, 0] - data.scaler.target_loc) / data.scaler.target_scale
+    z = np.where(tiny_panel.mask[:, :, 0], z, np.nan)
+    cls = np.asarray(info.day_classes)[ts.dayofweek]
+    slot = ts.hour * 12 + ts.minute // 5
+    starts = [300, 420, hi - 12 - 3]  # the last window's final steps lie past the training split
+    batch = data.batch_at(starts)
+    with torch.no_grad():
+        model.decoder.blend.fill_(-30.0)  # the gate closed: the profile alone
+        model.train()
+        loo = model.decoder.anchor_of(batch)  # [B, H, N]
+        model.eval()
+        full = model.decoder.anchor_of(batch)
+    for b, s in enumerate(starts):
+        for h in range(6):
+            t = s + 12 + h
+            same = (cls[lo:hi] == cls[t]) & (slot[lo:hi] == slot[t])  # the training readings of this (class, slot)
+            rows = z[lo:hi][same]
+            want_full = np.nanmean(rows, 0)
+            others = np.where(np.arange(lo, hi)[same][:, None] == t, np.nan, rows)  # without step t itself
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a road whose only reading is step t: NaN
+                want_loo = np.nanmean(others, 0)
+            ok = ~np.isnan(want_loo)
+            assert np.allclose(loo[b, h].numpy()[ok], want_loo[ok], atol=1e-4)
+            assert np.allclose(full[b, h].numpy()[ok], want_full[ok], atol=1e-4)
+            if t >= hi:  # outside the training split nothing is left out
+                assert np.allclose(loo[b, h].numpy(), full[b, h].numpy())
+    assert not torch.allclose(loo[:2], full[:2])  # inside it the two differ

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stmgt.data.seasonal import tod_slot, weekly_profile
+from stmgt.data.seasonal import tod_slot, training_series, weekly_profile, weekly_sums
 from stmgt.nn.blocks.horizon_calendar import HorizonCalendar
 from stmgt.nn.blocks.horizon_projection import FlatHorizonProjection, HorizonProjection
 from stmgt.nn.blocks.weather_attention import DocumentWeatherAttention, WeatherCrossAttention
@@ -33,9 +34,12 @@ class ForecastDecoder(nn.Module):
     (:class:`~stmgt.nn.blocks.horizon_calendar.HorizonCalendar`) before the head.
     With ``anchor_seasonal`` the anchor of step ``h`` and road ``n`` is
     ``g[h, n] * last[n] + (1 - g[h, n]) * profile[d_h, s_h, n]``, ``g = sigmoid(w)`` learned (``w`` starts at 2:
-    mostly the last reading), ``profile`` the road's training mean at the step's day of week ``d_h`` and
-    time-of-day slot ``s_h`` (:func:`~stmgt.data.seasonal.weekly_profile`, set by :meth:`prepare`; without
-    ``anchor_last`` ``last`` is 0, the scaled mean).
+    mostly the last reading), ``profile`` the road's training mean at the step's day of week ``d_h`` (its
+    category, ``info.day_classes``) and time-of-day slot ``s_h`` (:func:`~stmgt.data.seasonal.weekly_profile`,
+    set by :meth:`prepare`; without ``anchor_last`` ``last`` is 0, the scaled mean). While training, a
+    forecast step inside the training split reads the profile *without its own reading* (leave one out):
+    otherwise the profile holds the answer (all of it where a day of week occurs once, as in a one-week
+    dataset) and the gate learns to trust a profile that validation and test never get.
 
     Args:
         cfg: :class:`~stmgt.models.base.SpatioTemporalConfig`; read here: ``hidden``, ``heads``, ``dropout``,
@@ -68,15 +72,47 @@ class ForecastDecoder(nn.Module):
         self.seasonal = getattr(cfg, "anchor_seasonal", False)
         if self.seasonal:
             self.steps_per_day = info.steps_per_day
+            self.day_classes = tuple(info.day_classes)
             self.register_buffer("profile", torch.zeros(7, info.steps_per_day, info.num_nodes))  # [7, S, N]
             self.blend = nn.Parameter(torch.full((info.horizon, info.num_nodes), 2.0))  # [H, N], sigmoid(2) = 0.88
+            self.loo = False  # prepare() adds the training split's sums for the leave-one-out profile
 
     @torch.no_grad()
     def prepare(self, data) -> None:
-        """The weekly profile of the training split (scaled units), with ``anchor_seasonal``."""
-        if self.seasonal:
-            mean, _ = weekly_profile(data, self.steps_per_day)
-            self.profile.copy_(torch.from_numpy(mean))
+        """The weekly profile of the training split (scaled units), with ``anchor_seasonal``, and the sums its
+        leave-one-out form needs while training (not saved with the weights)."""
+        if not self.seasonal:
+            return
+        mean, _ = weekly_profile(data, self.steps_per_day, day_classes=self.day_classes)
+        self.profile.copy_(torch.from_numpy(mean))
+        s, _, n = weekly_sums(data, self.steps_per_day, self.day_classes)  # [7, S, N]
+        s0, _, n0 = weekly_sums(data, self.steps_per_day)  # each reading once
+        z, m = training_series(data)  # [T_train, N]
+        n_road = n0.sum((0, 1))
+        road = np.where(n_road > 0, s0.sum((0, 1)) / np.maximum(n_road, 1), 0.0)  # [N], the last fallback
+        self.loo_start = data.bounds["train"][0]
+        for name, a in (("sum", s), ("count", n), ("slot_sum", s0.sum(0)), ("slot_count", n0.sum(0)),
+                        ("road", road), ("z", z), ("m", m.astype(np.float64))):
+            self.register_buffer(f"loo_{name}", torch.from_numpy(a).to(self.profile.dtype), persistent=False)
+        self.loo = True
+
+    def _season(self, batch: Batch, dow: Tensor, slot: Tensor) -> Tensor:
+        """The profile at each forecast step ``[B, H, N]``; while training, without the step's own reading where
+        it lies in the training split."""
+        season = self.profile[dow, slot]  # [B, H, N]
+        if not (self.training and self.loo):
+            return season
+        H, Tt = dow.shape[1], self.loo_z.shape[0]
+        i = batch.start.long()[:, None] + self.history + torch.arange(H, device=dow.device) - self.loo_start  # [B, H]
+        inside = (i >= 0) & (i < Tt)  # the forecast step lies in the training split
+        i = i.clamp(0, Tt - 1)
+        om = self.loo_m[i] * inside[..., None]  # [B, H, N]: 1 where the step's own reading is in the sums
+        own = self.loo_z[i] * om
+        c1 = self.loo_count[dow, slot] - om
+        c2 = self.loo_slot_count[slot] - om
+        by_day = (self.loo_sum[dow, slot] - own) / c1.clamp_min(1)
+        by_slot = (self.loo_slot_sum[slot] - own) / c2.clamp_min(1)
+        return torch.where(c1 >= 1, by_day, torch.where(c2 >= 1, by_slot, self.loo_road))
 
     def anchor_of(self, batch: Batch) -> Tensor | None:
         """Each mixture mean's offset origin: ``[B, N]`` (the last reading), ``[B, H, N]`` (the seasonal
@@ -86,7 +122,7 @@ class ForecastDecoder(nn.Module):
         if not self.seasonal:
             return last
         slot = tod_slot(batch.tod[:, T:], self.steps_per_day)  # [B, H]
-        season = self.profile[batch.dow[:, T:].long(), slot]  # [B, H, N]
+        season = self._season(batch, batch.dow[:, T:].long(), slot)  # [B, H, N]
         if last is None:
             last = torch.zeros_like(season[:, 0])
         g = torch.sigmoid(self.blend)  # [H, N]
