@@ -34,7 +34,7 @@ def tiny_panel() -> Panel:
     return Panel(values=values, mask=mask, timestamps=ts, edge_index=np.zeros((2, 0), dtype=np.int64))
 
 
-def oracle(panel: Panel, hi: int, floor: float):
+def oracle(panel: Panel, hi: int, floor: float, classes=tuple(range(7))):
     v, m = panel.values[:hi, :, 0].astype(np.float64), panel.mask[:hi, :, 0]
     obs = v[m]
     z = (v - obs.mean()) / obs.std()
@@ -46,15 +46,15 @@ def oracle(panel: Panel, hi: int, floor: float):
         for s in range(SPD):
             at_slot = [z[t, n] for t in range(hi) if m[t, n] and slot[t] == s]
             for d in range(7):
-                cell = [z[t, n] for t in range(hi) if m[t, n] and slot[t] == s and dow[t] == d]
+                cell = [z[t, n] for t in range(hi) if m[t, n] and slot[t] == s and classes[dow[t]] == classes[d]]
                 mean[d, s, n] = np.mean(next(c for c in (cell, at_slot, node) if len(c) >= 1))
                 std[d, s, n] = np.std(next(c for c in (cell, at_slot, node) if len(c) >= 2), ddof=1)
     return mean, np.maximum(std, floor)
 
 
-def fitted(panel: Panel):
+def fitted(panel: Panel, classes=tuple(range(7))):
     data = PanelData(panel, HIST, HOR, batch_size=64)
-    info = DataInfo(num_nodes=N, history=HIST, horizon=HOR, steps_per_day=SPD)
+    info = DataInfo(num_nodes=N, history=HIST, horizon=HOR, steps_per_day=SPD, day_classes=classes)
     model = build_model(model_config("historical_average"), info)
     model.fit(data)
     return data, model
@@ -79,6 +79,19 @@ def test_statistics_match_oracle():
     at_slot = mean[:, 1, 1][1:]
     assert mean[0, 1, 1] == pytest.approx(oracle_slot_mean(panel, hi, 1, 1), rel=1e-6)
     assert not np.allclose(at_slot, mean[0, 1, 1])
+
+
+def test_days_of_one_category_are_pooled():
+    """Where the training split lacks some days of the week the calendar has categories (weekday/weekend):
+    every weekday then reads the mean of all training weekdays at its slot."""
+    panel = tiny_panel()
+    classes = (0, 0, 0, 0, 0, 1, 1)
+    data, model = fitted(panel, classes)
+    mean, std = oracle(panel, data.bounds["train"][1], model.floor, classes)
+    np.testing.assert_allclose(model.mean.numpy(), mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.std.numpy(), std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.mean.numpy()[1], model.mean.numpy()[3])  # Tuesday = Thursday
+    assert not np.allclose(model.mean.numpy()[1], model.mean.numpy()[5])  # but not Saturday
 
 
 def oracle_slot_mean(panel: Panel, hi: int, s: int, n: int) -> float:

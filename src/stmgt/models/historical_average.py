@@ -40,8 +40,10 @@ class HistoricalAverage(ForecastModel):
     :meth:`fit` computes, in scaled units and over observed training values only, for every
     node ``n``, day of week ``d`` and slot ``s = floor(tod * steps_per_day)``:
 
-    * the mean of the readings at ``(d, s)``; where there is none, the mean at slot ``s`` over all
-      days; where there is none either, the node's mean (0 for a node never observed);
+    * the mean of the readings at ``(d, s)``, the days pooled by their category ``info.day_classes``
+      (weekday/weekend where the training split lacks a day of week, as Los-loop's unseen Tuesday and
+      Wednesday; :func:`~stmgt.data.panel.day_classes`); where there is none, the mean at slot ``s`` over
+      all days; where there is none either, the node's mean (0 for a node never observed);
     * the sample standard deviation the same way, each level needing ``min_count`` readings
       (node level: 1 for a node without two readings), floored at ``max(cfg.min_std, std_floor)``.
 
@@ -52,7 +54,7 @@ class HistoricalAverage(ForecastModel):
         cfg: :class:`HistoricalAverageConfig`: ``min_std`` (default 0.01), ``min_count`` (readings
             needed for a standard deviation at a level, default 2), ``std_floor`` (lower bound of every
             standard deviation in scaled units, default 0.05).
-        info: :class:`~stmgt.models.base.DataInfo`; ``num_nodes`` and ``steps_per_day`` are read.
+        info: :class:`~stmgt.models.base.DataInfo`; ``num_nodes``, ``steps_per_day`` and ``day_classes`` are read.
 
     Buffers (scaled units): ``mean [7, S, N]``, ``std [7, S, N]`` with ``S = steps_per_day``.
 
@@ -67,7 +69,7 @@ class HistoricalAverage(ForecastModel):
 
     def __init__(self, cfg: HistoricalAverageConfig, info: DataInfo):
         super().__init__()
-        self.steps_per_day, self.min_count = info.steps_per_day, cfg.min_count
+        self.steps_per_day, self.min_count, self.day_classes = info.steps_per_day, cfg.min_count, info.day_classes
         self.floor = max(cfg.min_std, cfg.std_floor)
         S, N = info.steps_per_day, info.num_nodes
         self.register_buffer("mean", torch.zeros(7, S, N))
@@ -76,7 +78,7 @@ class HistoricalAverage(ForecastModel):
     @torch.no_grad()
     def fit(self, data) -> None:
         """Slot statistics of the training split ``data.bounds["train"]`` (observed values only)."""
-        mean, std = weekly_profile(data, self.steps_per_day, self.min_count)  # each [7, S, N]
+        mean, std = weekly_profile(data, self.steps_per_day, self.min_count, self.day_classes)  # each [7, S, N]
         self.mean.copy_(torch.from_numpy(mean))
         self.std.copy_(torch.from_numpy(np.maximum(std, self.floor)))
 
