@@ -223,3 +223,10 @@ def test_a_finished_run_of_the_same_config_is_scored_not_retrained(tmp_path, cap
     shutil.copytree(first, tmp_path / "runs" / "c" / "gru" / "seed0")
     assert main([*base, "--name", "c"]) == 0
     assert "scoring it" not in capsys.readouterr().out
+    # a statistical model is refitted, never adopted: its folder may hold what an older version computed
+    hist = ["benchmark", "--models", "historical_average", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path)]
+    assert main([*hist, "--name", "d"]) == 0
+    shutil.copytree(tmp_path / "runs" / "d", tmp_path / "runs" / "e")
+    capsys.readouterr()
+    assert main([*hist, "--name", "e"]) == 0
+    assert "scoring it" not in capsys.readouterr().out

@@ -171,8 +171,9 @@ def training_table_markdown(runs: dict) -> str:
 def trained_with(run_dir: Path, cfg) -> bool:
     """Whether ``run_dir`` is a finished run (a folder of that name is always whole: training renames it into
     place) trained with exactly ``cfg`` (every setting; the data source compared as a resolved path) and not
-    stopped by its time budget."""
-    if not (run_dir / "manifest.json").is_file():
+    stopped by its time budget. A statistical model's folder is never adopted: it is refitted (seconds), so a
+    table never keeps statistics an earlier version of the code computed."""
+    if not (run_dir / "manifest.json").is_file() or not (run_dir / "training.json").is_file():
         return False
     run = TrainedRun(run_dir)
     try:
