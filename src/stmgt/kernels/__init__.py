@@ -68,6 +68,19 @@ def _build(stem: str, what: str, fallback: str):
                           f"ninja, or use {fallback} (plain PyTorch, same results)") from None
 
 
+def usable(extension, instead: str) -> bool:
+    """Whether ``extension()`` (one of this module's builders) works here; where it cannot be built, a warning
+    naming the cause and ``instead`` (what the caller uses in its place), and False. Callers cache the answer."""
+    import warnings
+
+    try:
+        extension()
+        return True
+    except ConfigError as e:
+        warnings.warn(f"{e}; using {instead}", stacklevel=3)
+        return False
+
+
 @contextmanager
 def _build_lock(build_dir: Path | None, notice):
     """Hold this build folder's ``flock`` (released by the kernel when its holder dies) while torch builds

@@ -10,14 +10,12 @@ no copies of the graph, and the same numbers as ``GATv2Conv`` (checked against P
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stmgt.errors import ConfigError
 from stmgt.nn.layers.dropout import fast_dropout
 
 
@@ -178,14 +176,9 @@ class _FusedAggregate(torch.autograd.Function):
 @lru_cache(maxsize=1)
 def fused_kernels_available() -> bool:
     """Whether the compiled graph-attention kernels can be used here (built once; a warning if not)."""
-    from stmgt.kernels import graph_attention_extension
+    from stmgt.kernels import graph_attention_extension, usable
 
-    try:
-        graph_attention_extension()
-        return True
-    except ConfigError as e:
-        warnings.warn(f"{e}; using the PyTorch graph attention", stacklevel=2)
-        return False
+    return usable(graph_attention_extension, "the PyTorch graph attention")
 
 
 class GraphAttention(nn.Module):

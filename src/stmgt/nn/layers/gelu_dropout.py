@@ -14,28 +14,21 @@ compiler) it warns once and uses them.
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stmgt.errors import ConfigError
 from stmgt.nn.layers.dropout import fast_dropout
 
 
 @lru_cache(maxsize=1)
 def fused_kernel_available() -> bool:
     """Whether the compiled GELU-dropout kernel can be used here (built once; a warning if not)."""
-    from stmgt.kernels import gelu_dropout_extension
+    import stmgt.kernels as kernels
 
-    try:
-        gelu_dropout_extension()
-        return True
-    except ConfigError as e:
-        warnings.warn(f"{e}; using PyTorch's GELU and dropout", stacklevel=2)
-        return False
+    return kernels.usable(kernels.gelu_dropout_extension, "PyTorch's GELU and dropout")
 
 
 class _GeluDropout(torch.autograd.Function):
