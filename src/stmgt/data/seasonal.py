@@ -60,19 +60,16 @@ def weekly_sums(data, steps_per_day: int, day_classes=None) -> tuple[np.ndarray,
     return sums(zm), sums(zm * zm), sums(mf)
 
 
-def weekly_profile(data, steps_per_day: int, min_count: int = 2, day_classes=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per road, the mean and sample std of its observed training readings (scaled units) at every day of
-    week ``d`` and time-of-day slot ``s``: ``(mean, std)``, each ``float64 [7, S, N]``.
+def weekly_stats(data, steps_per_day: int, day_classes=None) -> tuple[tuple, tuple]:
+    """The two sets of :func:`weekly_sums` a weekly profile reads: ``(pooled, each)``, the sums with days pooled
+    by ``day_classes`` and the sums with every training reading counted once (its slot and road levels)."""
+    each = weekly_sums(data, steps_per_day)
+    return (each if day_classes is None else weekly_sums(data, steps_per_day, day_classes)), each
 
-    Where ``(d, s)`` holds no reading the mean falls back to slot ``s`` over all days, then to the road's
-    mean (0 for a road never observed); the std likewise, each level needing ``min_count`` readings (the
-    road level: two; 1 for a road without two readings). ``day_classes`` pools days as in :func:`weekly_sums`.
-    """
-    s, s2, n = weekly_sums(data, steps_per_day, day_classes)  # each [7, S, N]
-    if day_classes is not None:  # the slot level counts every training reading once, not once per day of its class
-        s0, s02, n0 = weekly_sums(data, steps_per_day)
-    else:
-        s0, s02, n0 = s, s2, n
+
+def profile_of(stats: tuple[tuple, tuple], min_count: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std ``[7, S, N]`` from :func:`weekly_stats` with the fallbacks of :func:`weekly_profile`."""
+    (s, s2, n), (s0, s02, n0) = stats
     mean_ds, std_ds = _moments(s, s2, n, min_count)
     mean_s, std_s = _moments(s0.sum(0), s02.sum(0), n0.sum(0), min_count)  # [S, N]
     mean_n, std_n = _moments(s0.sum((0, 1)), s02.sum((0, 1)), n0.sum((0, 1)), 2)  # [N]
@@ -81,3 +78,14 @@ def weekly_profile(data, steps_per_day: int, min_count: int = 2, day_classes=Non
     mean = np.where(np.isnan(mean_ds), np.where(np.isnan(mean_s), mean_n, mean_s), mean_ds)
     std = np.where(np.isnan(std_ds), np.where(np.isnan(std_s), std_n, std_s), std_ds)
     return mean, std
+
+
+def weekly_profile(data, steps_per_day: int, min_count: int = 2, day_classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per road, the mean and sample std of its observed training readings (scaled units) at every day of
+    week ``d`` and time-of-day slot ``s``: ``(mean, std)``, each ``float64 [7, S, N]``.
+
+    Where ``(d, s)`` holds no reading the mean falls back to slot ``s`` over all days, then to the road's
+    mean (0 for a road never observed); the std likewise, each level needing ``min_count`` readings (the
+    road level: two; 1 for a road without two readings). ``day_classes`` pools days as in :func:`weekly_sums`.
+    """
+    return profile_of(weekly_stats(data, steps_per_day, day_classes), min_count)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stmgt.data.seasonal import tod_slot, training_series, weekly_profile, weekly_sums
+from stmgt.data.seasonal import profile_of, tod_slot, training_series, weekly_stats
 from stmgt.nn.blocks.horizon_calendar import HorizonCalendar
 from stmgt.nn.blocks.horizon_projection import FlatHorizonProjection, HorizonProjection
 from stmgt.nn.blocks.weather_attention import DocumentWeatherAttention, WeatherCrossAttention
@@ -83,10 +83,10 @@ class ForecastDecoder(nn.Module):
         leave-one-out form needs while training (not saved with the weights)."""
         if not self.seasonal:
             return
-        mean, _ = weekly_profile(data, self.steps_per_day, day_classes=self.day_classes)
+        stats = weekly_stats(data, self.steps_per_day, self.day_classes)
+        mean, _ = profile_of(stats)
         self.profile.copy_(torch.from_numpy(mean))
-        s, _, n = weekly_sums(data, self.steps_per_day, self.day_classes)  # [7, S, N]
-        s0, _, n0 = weekly_sums(data, self.steps_per_day)  # each reading once
+        (s, _, n), (s0, _, n0) = stats  # days pooled by category; each reading once
         z, m = training_series(data)  # [T_train, N]
         n_road = n0.sum((0, 1))
         road = np.where(n_road > 0, s0.sum((0, 1)) / np.maximum(n_road, 1), 0.0)  # [N], the last fallback
