@@ -230,3 +230,65 @@ def test_a_finished_run_of_the_same_config_is_scored_not_retrained(tmp_path, cap
     capsys.readouterr()
     assert main([*hist, "--name", "e"]) == 0
     assert "scoring it" not in capsys.readouterr().out
+
+
+def _benchmark_process(argv):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stmgt", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_benchmark_resumes_a_training_a_signal_stopped(tmp_path, capsys, sig):
+    """A benchmark stopped mid-training (SIGTERM from a scheduler: a checkpoint, one line, status 143; or
+    SIGKILL, e.g. at the end of a session: the last finished epoch's checkpoint in the partial folder) is
+    continued by the next ``stmgt benchmark`` of the same config, not retrained; the leftover is removed."""
+    import signal
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {synthetic: {nodes: 5, days: 3}}\nmodel: {hidden: 8}\n"
+                   "train: {batch_size: 64, num_threads: 1, progress: false, patience: 50}\n")
+    argv = ["benchmark", "--models", "gru", "--seeds", "1", "--config", str(cfg), "--out", str(tmp_path),
+            "--name", "s"]
+    p = _benchmark_process([*argv, "--max-epochs", "200"])
+    for line in p.stderr:  # one line per finished epoch
+        if "epoch 3/" in line:
+            p.send_signal(getattr(signal, sig))
+            break
+    rest = p.stderr.read()
+    code = p.wait(timeout=120)
+    runs = tmp_path / "runs" / "s" / "gru"
+    if sig == "SIGTERM":
+        assert code == 143, rest
+        assert [x for x in rest.splitlines() if x.strip()][-1].startswith("stmgt: training stopped by SIGTERM")
+        assert (runs / "seed0.interrupted" / "checkpoints" / "last.ckpt").is_file()
+    else:
+        assert code == -signal.SIGKILL
+        assert len(list(runs.glob("seed0.partial-*"))) == 1
+    assert not (runs / "seed0").exists() and not (tmp_path / "s.json").exists()
+
+    other = tmp_path / "other.yaml"  # a training of other settings is not continued
+    other.write_text(cfg.read_text().replace("hidden: 8", "hidden: 4"))
+    from stmgt.benchmark import leftover_checkpoint
+    from stmgt.config import load_config
+
+    def resolved(path):
+        return load_config(str(path), {"model.name": "gru", "train.seed": 0, "train.max_epochs": 6})
+
+    assert leftover_checkpoint(runs / "seed0", resolved(other)) is None
+    ckpt, epoch = leftover_checkpoint(runs / "seed0", resolved(cfg))
+    assert epoch >= 2  # the epoch line is written before that epoch's checkpoint
+
+    assert main([*argv, "--max-epochs", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "an unfinished training of this config" in out and str(ckpt) in out
+    run = json.loads((tmp_path / "s.json").read_text())["runs"]["gru/seed0"]
+    assert run["epochs"] == 6 and run["stop_reason"] == "max_epochs"
+    hist = (runs / "seed0" / "history.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in hist[1:]] == [str(e) for e in range(6)]  # one row per epoch, none twice
+    assert sorted(p.name for p in runs.iterdir()) == ["seed0", "seed0.running"]  # the leftover is gone

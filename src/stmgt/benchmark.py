@@ -5,8 +5,10 @@ validation MAE, then evaluated once on the test split. Results are written as
 ``OUT/<name>.json`` (every run's metrics) and ``OUT/<name>.md`` (mean +/- sample std over seeds
 at horizons 3, 6, 12 and the average, plus the probabilistic scores), with the protocol stated
 in the table's header. Runs accumulate: results already in the JSON are kept; a run its time budget
-stopped is resumed from its checkpoint; a finished run folder trained with exactly the requested settings
-(a seed whose result was lost, or an ablation's run copied in) is scored without training again;
+stopped is resumed from its checkpoint, and so is a training a signal stopped (``RUN_DIR.interrupted``) or
+that was killed outright (the last finished epoch in ``RUN_DIR.partial-<pid>``); a finished run folder
+trained with exactly the requested settings (a seed whose result was lost, or an ablation's run copied in)
+is scored without training again;
 ``--split val`` scores ablations on the validation split.
 
 Protocols:
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +36,8 @@ from stmgt.evaluation.horizons import reported_horizons
 from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_markdown
 from stmgt.forecaster import TrainedRun
 from stmgt.registry import MODELS, config_class
-from stmgt.training.fit import fit
+from stmgt.run_folder import Run
+from stmgt.training.fit import INTERRUPTED, PARTIAL, fit
 
 PROTOCOLS = {
     "standard": {"data.split": [0.7, 0.1, 0.2], "data.history": 12, "data.horizon": 12},
@@ -168,6 +172,22 @@ def training_table_markdown(runs: dict) -> str:
     return "\n".join(md)
 
 
+def _same_settings(folder: Path, cfg, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether the run folder ``folder`` (finished or not) was set up with exactly ``cfg``: every setting but
+    the ``train`` keys in ``ignore``, the data source compared as a resolved path."""
+    try:
+        have = Run(folder).config().to_dict()
+    except StmgtError:
+        return False
+    want = cfg.to_dict()
+    for c in (have, want):
+        src = c["data"]["source"]
+        c["data"]["source"] = src if src == "synthetic" else str(Path(src).resolve())
+        for key in ignore:
+            c["train"].pop(key, None)
+    return have == want
+
+
 def trained_with(run_dir: Path, cfg) -> bool:
     """Whether ``run_dir`` is a finished run (a folder of that name is always whole: training renames it into
     place) trained with exactly ``cfg`` (every setting; the data source compared as a resolved path) and not
@@ -175,16 +195,47 @@ def trained_with(run_dir: Path, cfg) -> bool:
     table never keeps statistics an earlier version of the code computed."""
     if not (run_dir / "manifest.json").is_file() or not (run_dir / "training.json").is_file():
         return False
-    run = TrainedRun(run_dir)
+    return _same_settings(run_dir, cfg) and TrainedRun(run_dir).training().get("stop_reason") != "budget"
+
+
+def _alive(pid: int) -> bool:
     try:
-        have = run.config().to_dict()
-    except StmgtError:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    want = cfg.to_dict()
-    for c in (have, want):
-        src = c["data"]["source"]
-        c["data"]["source"] = src if src == "synthetic" else str(Path(src).resolve())
-    return have == want and run.training().get("stop_reason") != "budget"
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def leftover_checkpoint(run_dir: Path, cfg) -> tuple[Path, int] | None:
+    """``(last.ckpt, its epoch, 1-based)`` of the unfinished training of ``cfg`` furthest on that ``run_dir``'s
+    trainings left beside it: ``RUN_DIR.interrupted`` (stopped by SIGTERM or Ctrl-C, which save a checkpoint)
+    or ``RUN_DIR.partial-<pid>`` of a process that is gone (killed outright, or ended with its session: its
+    ``last.ckpt`` is the last finished epoch). Only a training of the same settings counts, ``train.max_epochs``
+    and ``train.max_minutes`` aside (how long to go on, as when a budget-stopped run is resumed); None when
+    there is none."""
+    import torch
+
+    found = []
+    for folder in run_dir.parent.glob(run_dir.name + ".*"):
+        rest = folder.name[len(run_dir.name):]
+        if rest.startswith(PARTIAL) and (not rest[len(PARTIAL):].isdigit() or _alive(int(rest[len(PARTIAL):]))):
+            continue
+        if rest != INTERRUPTED and not rest.startswith(PARTIAL):
+            continue
+        ckpt = folder / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file() or not _same_settings(folder, cfg, ignore=("max_epochs", "max_minutes")):
+            continue
+        try:  # a checkpoint cut short by the kill is skipped
+            epochs = int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+        except Exception:  # noqa: BLE001 - any unreadable checkpoint is simply not resumed
+            continue
+        found.append((epochs + 1, str(ckpt)))
+    if not found:
+        return None
+    epochs, ckpt = max(found)
+    return Path(ckpt), epochs
 
 
 def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path = "benchmarks/results",
@@ -246,7 +297,13 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
                     notice(f"[{k}/{len(todo)}] {key}: {run_dir} is a finished run of this config; scoring it",
                            sys.stdout)
             else:
-                if resume is not None and not quiet:
+                left = None if resume is not None else leftover_checkpoint(run_dir, cfg)
+                if left is not None:
+                    resume = left[0]
+                    if not quiet:
+                        notice(f"[{k}/{len(todo)}] {key}: an unfinished training of this config (stopped in epoch"
+                               f" {left[1]}) is resumed from {resume}", sys.stdout)
+                elif resume is not None and not quiet:
                     notice(f"[{k}/{len(todo)}] {key}: stopped by its time budget at epoch {done['epochs']};"
                            f" resuming from {last}", sys.stdout)
                 run = fit(cfg, run_dir, panel=panel, overwrite=True,  # a seed that crashed before its result

@@ -50,3 +50,14 @@ def test_sigterm_keeps_a_checkpoint_exits_143_and_resume_completes_the_run(tmp_p
     epochs = [int(r["epoch"]) for r in csv.DictReader((out / "history.csv").open())]
     assert epochs == [0, 1, 2, 3, 4]  # the two epochs before the signal, then the rest
     assert not (tmp_path / "run.interrupted").exists()
+
+
+def test_a_resumed_leftover_is_written_to_the_run_folder_it_was_training():
+    from pathlib import Path
+
+    from stmgt.training.fit import interrupted_target
+
+    assert interrupted_target(Path("/r/seed0.interrupted")) == Path("/r/seed0")
+    assert interrupted_target(Path("/r/seed0.partial-1234")) == Path("/r/seed0")  # killed outright
+    assert interrupted_target(Path("/r/seed0")) == Path("/r/seed0")
+    assert interrupted_target(Path("/r/seed0.partial-x")) == Path("/r/seed0.partial-x")  # not a pid: a name

@@ -183,9 +183,13 @@ INTERRUPTED = ".interrupted"
 
 def interrupted_target(run_dir: Path) -> Path:
     """The run folder a resumed run is written to by default: ``OUT`` for the ``OUT.interrupted``
-    folder an interrupted training leaves, else ``run_dir`` itself."""
+    folder an interrupted training leaves and for the ``OUT.partial-<pid>`` folder of a training that was
+    killed outright, else ``run_dir`` itself."""
     name = run_dir.name
-    return run_dir.with_name(name[: -len(INTERRUPTED)]) if name.endswith(INTERRUPTED) else run_dir
+    if name.endswith(INTERRUPTED):
+        return run_dir.with_name(name[: -len(INTERRUPTED)])
+    head, sep, pid = name.rpartition(PARTIAL)
+    return run_dir.with_name(head) if sep and head and pid.isdigit() else run_dir
 
 
 class SessionBudget(Timer):
@@ -482,8 +486,8 @@ def _train(cfg: Config, data: PanelData, model, task: ForecastTask, tmp: Path, o
                                        None if threads is None else threads.governor.counts))
     run.save_manifest()
     _install(tmp, out, overwrite)
-    if source is not None and source.name.endswith(INTERRUPTED) and _same_folder(interrupted_target(source), out):
-        shutil.rmtree(source, ignore_errors=True)  # the interrupted run is complete now
+    if source is not None and source != interrupted_target(source) and _same_folder(interrupted_target(source), out):
+        shutil.rmtree(source, ignore_errors=True)  # the interrupted (or killed) run is complete now
     return TrainedRun(out_dir)
 
 
