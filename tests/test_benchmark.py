@@ -271,6 +271,12 @@ def test_benchmark_resumes_a_training_a_signal_stopped(tmp_path, capsys, sig):
         assert code == -signal.SIGKILL
         assert len(list(runs.glob("seed0.partial-*"))) == 1
     assert not (runs / "seed0").exists() and not (tmp_path / "s.json").exists()
+    lv = argv.copy()
+    lv[lv.index("gru")] = "last_value"
+    assert main(lv) == 0  # the table names the unfinished run
+    md = (tmp_path / "s.md").read_text()
+    assert "Not in the table yet" in md and "gru/seed0" in md.split("Not in the table yet")[1].split("\n")[0]
+    capsys.readouterr()
 
     other = tmp_path / "other.yaml"  # a training of other settings is not continued
     other.write_text(cfg.read_text().replace("hidden: 8", "hidden: 4"))
@@ -292,3 +298,4 @@ def test_benchmark_resumes_a_training_a_signal_stopped(tmp_path, capsys, sig):
     hist = (runs / "seed0" / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in hist[1:]] == [str(e) for e in range(6)]  # one row per epoch, none twice
     assert sorted(p.name for p in runs.iterdir()) == ["seed0", "seed0.running"]  # the leftover is gone
+    assert "Not in the table yet" not in (tmp_path / "s.md").read_text()

@@ -208,6 +208,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _leftovers(run_dir: Path):
+    """The folders unfinished trainings of ``run_dir`` left beside it: ``RUN_DIR.interrupted`` and the
+    ``RUN_DIR.partial-<pid>`` of processes that are gone."""
+    for folder in run_dir.parent.glob(run_dir.name + ".*"):
+        rest = folder.name[len(run_dir.name):]
+        pid = rest[len(PARTIAL):] if rest.startswith(PARTIAL) else ""
+        if rest == INTERRUPTED or (pid.isdigit() and not _alive(int(pid))):
+            yield folder
+
+
+def unfinished_runs(runs_dir: Path) -> list[str]:
+    """``model/seedK`` of every run under ``runs_dir`` (``OUT/runs/<name>``) an unfinished training left a
+    folder for (see :func:`leftover_checkpoint`)."""
+    keys = {f"{seed.parent.name}/{seed.name.split('.')[0]}" for seed in runs_dir.glob("*/seed*.*")
+            if any(_leftovers(seed.with_name(seed.name.split(".")[0])))}
+    return sorted(keys)
+
+
 def leftover_checkpoint(run_dir: Path, cfg) -> tuple[Path, int] | None:
     """``(last.ckpt, its epoch, 1-based)`` of the unfinished training of ``cfg`` furthest on that ``run_dir``'s
     trainings left beside it: ``RUN_DIR.interrupted`` (stopped by SIGTERM or Ctrl-C, which save a checkpoint)
@@ -218,12 +236,7 @@ def leftover_checkpoint(run_dir: Path, cfg) -> tuple[Path, int] | None:
     import torch
 
     found = []
-    for folder in run_dir.parent.glob(run_dir.name + ".*"):
-        rest = folder.name[len(run_dir.name):]
-        if rest.startswith(PARTIAL) and (not rest[len(PARTIAL):].isdigit() or _alive(int(rest[len(PARTIAL):]))):
-            continue
-        if rest != INTERRUPTED and not rest.startswith(PARTIAL):
-            continue
+    for folder in _leftovers(run_dir):
         ckpt = folder / "checkpoints" / "last.ckpt"
         if not ckpt.is_file() or not _same_settings(folder, cfg, ignore=("max_epochs", "max_minutes")):
             continue
@@ -340,6 +353,11 @@ def run_benchmark(data: str, models: list[str], seeds: int = 3, out: str | Path 
     note = ([f"**Still partial** (stopped by their time budget, `train.max_minutes`; the next `stmgt benchmark`"
              f" resumes each from its checkpoint while its run folder is there): {', '.join(partial)}.", ""]
             if partial else [])
+    unfinished = [k for k in unfinished_runs(out / "runs" / name) if k not in res["runs"]]
+    if unfinished:
+        note += [f"**Not in the table yet** (their training was stopped by a signal or killed; the next `stmgt"
+                 f" benchmark` of the same config continues each from its last checkpoint): {', '.join(unfinished)}.",
+                 ""]
     md = [f"# Benchmark: {name}", "", res["protocol_text"], "", *note,
           metrics_table_markdown(rows, horizons=horizons), "",
           probabilistic_table_markdown(rows), "", training_table_markdown(res["runs"]), "",
