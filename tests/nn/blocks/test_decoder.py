@@ -112,3 +112,28 @@ def test_while_training_the_profile_leaves_out_the_forecast_steps_own_reading(ti
             if t >= hi:  # outside the training split nothing is left out
                 assert np.allclose(loo[b, h].numpy(), full[b, h].numpy())
     assert not torch.allclose(loo[:2], full[:2])  # inside it the two differ
+
+
+def test_prepare_starts_the_gate_at_the_least_squares_blend_of_the_training_windows(tiny_panel):
+    """Per horizon step and road, the gate's start is the blend of last reading and (left-one-out) profile that
+    fits the training targets best: numpy's least squares over every training window, clipped to [0.02, 0.98]."""
+    data = PanelData(tiny_panel, 12, 6)
+    model = _stmgt(data, anchor_seasonal=True, dropout=0.0, drop_edge=0.0)
+    model.prepare(data)
+    got = torch.sigmoid(model.decoder.blend).detach().double().numpy()  # [H, N]
+    batch = data.batch_at(data.starts["train"])
+    with torch.no_grad():
+        model.train()
+        model.decoder.blend.fill_(-30.0)
+        p = model.decoder.anchor_of(batch).double().numpy()  # the profile alone, as while training
+        model.decoder.blend.fill_(30.0)
+        last = model.decoder.anchor_of(batch).double().numpy()  # the last reading alone
+    y = (batch.y.double().numpy() - data.scaler.target_loc) / data.scaler.target_scale
+    m = batch.y_mask.numpy()
+    for h in range(6):
+        for n in range(5):
+            ok = m[:, h, n]
+            a = (last - p)[ok, h, n][:, None]
+            g = np.linalg.lstsq(a, (y - p)[ok, h, n], rcond=None)[0][0]
+            assert abs(got[h, n] - np.clip(g, 0.02, 0.98)) < 1e-4, (h, n)
+    assert got.std() > 0.01  # it is fitted per step and road, not one number
