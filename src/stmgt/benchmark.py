@@ -37,7 +37,7 @@ from stmgt.evaluation.report import metrics_table_markdown, probabilistic_table_
 from stmgt.forecaster import TrainedRun
 from stmgt.registry import MODELS, config_class
 from stmgt.run_folder import Run
-from stmgt.training.fit import INTERRUPTED, PARTIAL, fit
+from stmgt.training.fit import INTERRUPTED, PARTIAL, fit, interrupted_target
 
 PROTOCOLS = {
     "standard": {"data.split": [0.7, 0.1, 0.2], "data.history": 12, "data.horizon": 12},
@@ -212,18 +212,17 @@ def _leftovers(run_dir: Path):
     """The folders unfinished trainings of ``run_dir`` left beside it: ``RUN_DIR.interrupted`` and the
     ``RUN_DIR.partial-<pid>`` of processes that are gone."""
     for folder in run_dir.parent.glob(run_dir.name + ".*"):
-        rest = folder.name[len(run_dir.name):]
-        pid = rest[len(PARTIAL):] if rest.startswith(PARTIAL) else ""
-        if rest == INTERRUPTED or (pid.isdigit() and not _alive(int(pid))):
+        if folder == interrupted_target(folder) or interrupted_target(folder).name != run_dir.name:
+            continue  # not a leftover of this run (a lock file, or another run's folder)
+        if folder.name.endswith(INTERRUPTED) or not _alive(int(folder.name.rpartition(PARTIAL)[2])):
             yield folder
 
 
 def unfinished_runs(runs_dir: Path) -> list[str]:
     """``model/seedK`` of every run under ``runs_dir`` (``OUT/runs/<name>``) an unfinished training left a
     folder for (see :func:`leftover_checkpoint`)."""
-    keys = {f"{seed.parent.name}/{seed.name.split('.')[0]}" for seed in runs_dir.glob("*/seed*.*")
-            if any(_leftovers(seed.with_name(seed.name.split(".")[0])))}
-    return sorted(keys)
+    runs = {interrupted_target(p) for p in runs_dir.glob("*/seed*.*")}  # the run folders leftovers were training
+    return sorted(f"{r.parent.name}/{r.name}" for r in runs if any(_leftovers(r)))
 
 
 def leftover_checkpoint(run_dir: Path, cfg) -> tuple[Path, int] | None:

@@ -107,16 +107,12 @@ class ForecastDecoder(nn.Module):
         ``sum (y - p)(l - p) / sum (l - p)^2``; 0.5 where the last reading and the profile never differ."""
         num = torch.zeros(self.blend.shape, dtype=torch.float64)
         den = torch.zeros_like(num)
-        T = self.history
         loc, scale = data.scaler.target_loc, data.scaler.target_scale
         for batch in data.loader("train", shuffle=False, batch_size=256):
-            last = (last_observed(batch.x[..., 0], batch.x_mask) if self.anchor
-                    else torch.zeros_like(batch.x[:, 0, :, 0]))  # [B, N]
-            slot = tod_slot(batch.tod[:, T:], self.steps_per_day)  # [B, H]
-            season = self._season(batch, batch.dow[:, T:].long(), slot, loo=True).double()  # [B, H, N]
+            last, season = (a.double() for a in self._anchor_parts(batch, loo=True))  # [B, N], [B, H, N]
             y = (batch.y.double() - loc) / scale  # [B, H, N] scaled, as the anchor
             m = batch.y_mask.double()
-            d = last.double()[:, None] - season
+            d = last[:, None] - season
             num += (m * d * (y - season)).sum(0)
             den += (m * d * d).sum(0)
         return torch.where(den > 1e-12, num / den.clamp_min(1e-12), torch.full_like(num, 0.5))
@@ -139,17 +135,22 @@ class ForecastDecoder(nn.Module):
         by_slot = (self.loo_slot_sum[slot] - own) / c2.clamp_min(1)
         return torch.where(c1 >= 1, by_day, torch.where(c2 >= 1, by_slot, self.loo_road))
 
+    def _anchor_parts(self, batch: Batch, loo: bool | None = None) -> tuple[Tensor, Tensor]:
+        """The seasonal blend's two ends: the last reading ``[B, N]`` (0 without ``anchor_last``) and the profile
+        at each forecast step ``[B, H, N]`` (left one out as :meth:`_season` says)."""
+        T = self.history
+        slot = tod_slot(batch.tod[:, T:], self.steps_per_day)  # [B, H]
+        season = self._season(batch, batch.dow[:, T:].long(), slot, loo)  # [B, H, N]
+        last = (last_observed(batch.x[..., 0], batch.x_mask) if self.anchor
+                else torch.zeros_like(season[:, 0]))  # [B, N]
+        return last, season
+
     def anchor_of(self, batch: Batch) -> Tensor | None:
         """Each mixture mean's offset origin: ``[B, N]`` (the last reading), ``[B, H, N]`` (the seasonal
         blend) or None."""
-        T = self.history
-        last = last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
         if not self.seasonal:
-            return last
-        slot = tod_slot(batch.tod[:, T:], self.steps_per_day)  # [B, H]
-        season = self._season(batch, batch.dow[:, T:].long(), slot)  # [B, H, N]
-        if last is None:
-            last = torch.zeros_like(season[:, 0])
+            return last_observed(batch.x[..., 0], batch.x_mask) if self.anchor else None  # [B, N]
+        last, season = self._anchor_parts(batch)
         g = torch.sigmoid(self.blend)  # [H, N]
         return g * last[:, None] + (1 - g) * season  # [B, H, N]
 
